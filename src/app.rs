@@ -21,7 +21,9 @@ use crate::targets::{self, BuildError, OutgoingRequest};
 /// Why a relay could not be loaded. Each says what and where.
 #[derive(Debug, Error)]
 pub enum LoadError {
-    #[error("cannot read config file {path}: {source}\n  hint: pass the file with -c/--config, or create relay.yaml (see README)")]
+    #[error(
+        "cannot read config file {path}: {source}\n  hint: pass the file with -c/--config, or create relay.yaml (see README)"
+    )]
     ReadConfig {
         path: String,
         #[source]
@@ -29,7 +31,9 @@ pub enum LoadError {
     },
     #[error("{0}")]
     Config(ConfigErrors),
-    #[error("cannot read templates directory {path}: {source}\n  hint: set `templates:` in the config to the directory holding your .hbs files")]
+    #[error(
+        "cannot read templates directory {path}: {source}\n  hint: set `templates:` in the config to the directory holding your .hbs files"
+    )]
     ReadTemplates {
         path: String,
         #[source]
@@ -62,11 +66,17 @@ impl Relay {
         Self::load_with_env(path, &|k| std::env::var(k).ok())
     }
 
-    pub fn load_with_env(path: &Path, env: crate::config::EnvLookup<'_>) -> Result<Self, LoadError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| LoadError::ReadConfig { path: path.display().to_string(), source })?;
+    pub fn load_with_env(
+        path: &Path,
+        env: crate::config::EnvLookup<'_>,
+    ) -> Result<Self, LoadError> {
+        let text = std::fs::read_to_string(path).map_err(|source| LoadError::ReadConfig {
+            path: path.display().to_string(),
+            source,
+        })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let config = Config::parse(&text, &path.display().to_string(), &base, env).map_err(LoadError::Config)?;
+        let config = Config::parse(&text, &path.display().to_string(), &base, env)
+            .map_err(LoadError::Config)?;
         let sources = read_templates(&config.templates_dir)?;
         let renderer = Renderer::new(&sources).map_err(LoadError::Templates)?;
         let names = renderer.names();
@@ -98,7 +108,11 @@ impl Relay {
 
     fn new_delivery(&self, d: Decision) -> NewDelivery {
         let route = &self.config.router.routes()[d.route];
-        NewDelivery { route: route.name.clone(), target: self.config.targets[d.target].name.clone(), template: route.template.clone() }
+        NewDelivery {
+            route: route.name.clone(),
+            target: self.config.targets[d.target].name.clone(),
+            template: route.template.clone(),
+        }
     }
 
     /// Renders and builds the request for one decision.
@@ -109,7 +123,12 @@ impl Relay {
     }
 
     /// Renders and builds the request for `target` with `template`.
-    pub fn prepare_for(&self, target: &Target, template: Option<&str>, event: &Value) -> Result<OutgoingRequest, PrepareError> {
+    pub fn prepare_for(
+        &self,
+        target: &Target,
+        template: Option<&str>,
+        event: &Value,
+    ) -> Result<OutgoingRequest, PrepareError> {
         let rendered = self.renderer.render(template, target.kind, event)?;
         Ok(targets::build(target, rendered, event)?)
     }
@@ -117,7 +136,10 @@ impl Relay {
 
 /// Reads every `*.hbs` file in `dir` (not recursive), sorted by name.
 fn read_templates(dir: &Path) -> Result<Vec<TemplateSource>, LoadError> {
-    let err = |source| LoadError::ReadTemplates { path: dir.display().to_string(), source };
+    let err = |source| LoadError::ReadTemplates {
+        path: dir.display().to_string(),
+        source,
+    };
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(err)?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -128,7 +150,10 @@ fn read_templates(dir: &Path) -> Result<Vec<TemplateSource>, LoadError> {
         .into_iter()
         .map(|p| {
             let text = std::fs::read_to_string(&p).map_err(err)?;
-            let file = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let file = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             Ok(TemplateSource { file, text })
         })
         .collect()

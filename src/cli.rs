@@ -21,7 +21,13 @@ use crate::targets::{Body, HeaderValue, OutgoingRequest};
 #[command(name = "crisp-relay", version, about, long_about = None)]
 pub struct Cli {
     /// The configuration file.
-    #[arg(short, long, global = true, default_value = "relay.yaml", env = "CRISP_RELAY_CONFIG")]
+    #[arg(
+        short,
+        long,
+        global = true,
+        default_value = "relay.yaml",
+        env = "CRISP_RELAY_CONFIG"
+    )]
     pub config: PathBuf,
 
     /// Log filter (RUST_LOG syntax, e.g. `info` or `crisp_relay=debug`);
@@ -62,7 +68,9 @@ pub fn main() -> ExitCode {
         Err(e) => {
             let _ = e.print();
             return match e.kind() {
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => ExitCode::SUCCESS,
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    ExitCode::SUCCESS
+                }
                 _ => ExitCode::from(2),
             };
         }
@@ -83,7 +91,10 @@ pub fn main() -> ExitCode {
 }
 
 fn serve(relay: Relay) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -102,7 +113,9 @@ fn serve(relay: Relay) -> ExitCode {
 
 async fn serve_async(relay: Relay) -> Result<(), String> {
     let shutdown = CancellationToken::new();
-    let running = crate::start(relay, shutdown.clone()).await.map_err(|e| e.to_string())?;
+    let running = crate::start(relay, shutdown.clone())
+        .await
+        .map_err(|e| e.to_string())?;
     wait_for_signal().await;
     tracing::info!("signal received; shutting down");
     shutdown.cancel();
@@ -114,7 +127,10 @@ async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
             let _ = tokio::signal::ctrl_c().await;
             return;
         };
@@ -164,7 +180,9 @@ fn delivery_json(route: &str, target: &crate::config::Target, req: &OutgoingRequ
 fn read_event(path: &Path) -> Result<Vec<u8>, String> {
     if path.as_os_str() == "-" {
         let mut buf = Vec::new();
-        std::io::stdin().read_to_end(&mut buf).map_err(|e| format!("cannot read standard input: {e}"))?;
+        std::io::stdin()
+            .read_to_end(&mut buf)
+            .map_err(|e| format!("cannot read standard input: {e}"))?;
         Ok(buf)
     } else {
         std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
@@ -189,7 +207,11 @@ fn render(relay: &Relay, path: &Path, as_json: bool) -> ExitCode {
     let decisions = relay.config.router.route_all(event.value());
     let mut stdout = std::io::stdout().lock();
     if decisions.is_empty() && !as_json {
-        let _ = writeln!(stdout, "no route matches event `{}`: Crisp gets 200 and nothing is sent", event.name());
+        let _ = writeln!(
+            stdout,
+            "no route matches event `{}`: Crisp gets 200 and nothing is sent",
+            event.name()
+        );
     }
     let mut failed = false;
     for d in decisions {
@@ -206,17 +228,34 @@ fn render(relay: &Relay, path: &Path, as_json: bool) -> ExitCode {
             }
             Err(e) => {
                 failed = true;
-                eprintln!("error: route `{}` → target `{}`: {e}", route.name, target.name);
+                eprintln!(
+                    "error: route `{}` → target `{}`: {e}",
+                    route.name, target.name
+                );
             }
         }
     }
-    if failed { ExitCode::from(1) } else { ExitCode::SUCCESS }
+    if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 fn write_human(out: &mut impl Write, j: &Value) -> std::io::Result<()> {
     let s = |k: &str| j[k].as_str().unwrap_or("").to_owned();
-    let disabled = if j.get("disabled").is_some() { "  (disabled: its url is empty)" } else { "" };
-    writeln!(out, "── route {} → target {} ({}){disabled}", s("route"), s("target"), s("kind"))?;
+    let disabled = if j.get("disabled").is_some() {
+        "  (disabled: its url is empty)"
+    } else {
+        ""
+    };
+    writeln!(
+        out,
+        "── route {} → target {} ({}){disabled}",
+        s("route"),
+        s("target"),
+        s("kind")
+    )?;
     if let Some(url) = j["url"].as_str() {
         writeln!(out, "{} {url}", s("method"))?;
     }
@@ -227,7 +266,11 @@ fn write_human(out: &mut impl Write, j: &Value) -> std::io::Result<()> {
     }
     match &j["body"] {
         Value::String(t) => writeln!(out, "\n{t}\n"),
-        v => writeln!(out, "\n{}\n", serde_json::to_string_pretty(v).unwrap_or_default()),
+        v => writeln!(
+            out,
+            "\n{}\n",
+            serde_json::to_string_pretty(v).unwrap_or_default()
+        ),
     }
 }
 
@@ -243,11 +286,19 @@ fn check(relay: &Relay, events: Option<&Path>) -> ExitCode {
         cfg.templates_dir.display()
     );
     for t in cfg.targets.iter().filter(|t| !t.enabled) {
-        println!("  note: target `{}` is disabled (its url is empty); routes skip it", t.name);
+        println!(
+            "  note: target `{}` is disabled (its url is empty); routes skip it",
+            t.name
+        );
     }
-    let Some(dir) = events else { return ExitCode::SUCCESS };
+    let Some(dir) = events else {
+        return ExitCode::SUCCESS;
+    };
     let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
-        Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "json")).collect(),
+        Ok(rd) => rd
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect(),
         Err(e) => {
             eprintln!("error: cannot read events directory {}: {e}", dir.display());
             return ExitCode::from(2);
@@ -257,8 +308,14 @@ fn check(relay: &Relay, events: Option<&Path>) -> ExitCode {
     let mut failures = Vec::new();
     let mut rendered = 0usize;
     for file in &files {
-        let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let event = match std::fs::read(file).map_err(|e| e.to_string()).and_then(|b| Event::parse(&b, 0).map_err(|e| e.to_string())) {
+        let name = file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let event = match std::fs::read(file)
+            .map_err(|e| e.to_string())
+            .and_then(|b| Event::parse(&b, 0).map_err(|e| e.to_string()))
+        {
             Ok(e) => e,
             Err(e) => {
                 failures.push(format!("{name}: {e}"));
@@ -270,11 +327,18 @@ fn check(relay: &Relay, events: Option<&Path>) -> ExitCode {
             let target = &cfg.targets[d.target];
             match relay.prepare(d, event.value()) {
                 Ok(_) => rendered += 1,
-                Err(e) => failures.push(format!("{name}: route `{}` → target `{}`: {e}", route.name, target.name)),
+                Err(e) => failures.push(format!(
+                    "{name}: route `{}` → target `{}`: {e}",
+                    route.name, target.name
+                )),
             }
         }
     }
-    println!("{} events, {rendered} deliveries rendered, {} failures", files.len(), failures.len());
+    println!(
+        "{} events, {rendered} deliveries rendered, {} failures",
+        files.len(),
+        failures.len()
+    );
     if failures.is_empty() {
         ExitCode::SUCCESS
     } else {

@@ -36,7 +36,11 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.message)?;
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.line, self.column, self.message
+        )?;
         if let Some(hint) = &self.hint {
             write!(f, "\n  hint: {hint}")?;
         }
@@ -385,12 +389,18 @@ impl Ctx<'_> {
                 self.err(
                     s,
                     format!("{what}: environment variable `{var}` is not set"),
-                    Some(format!("export {var}=..., or give a default: `${{{var}:-default}}`")),
+                    Some(format!(
+                        "export {var}=..., or give a default: `${{{var}:-default}}`"
+                    )),
                 );
                 None
             }
             Err(InterpError::Malformed(why)) => {
-                self.err(s, format!("{what}: {why}"), Some("write `${VAR}` or `${VAR:-default}`; `$$` is a literal `$`".into()));
+                self.err(
+                    s,
+                    format!("{what}: {why}"),
+                    Some("write `${VAR}` or `${VAR:-default}`; `$$` is a literal `$`".into()),
+                );
                 None
             }
         }
@@ -398,11 +408,17 @@ impl Ctx<'_> {
 
     fn duration(&mut self, s: &Option<S<String>>, what: &str, default: Duration) -> Duration {
         let Some(s) = s else { return default };
-        let Some(text) = self.interp(s, what) else { return default };
+        let Some(text) = self.interp(s, what) else {
+            return default;
+        };
         match parse_duration(&text) {
             Ok(d) => d,
             Err(e) => {
-                self.err(s, format!("{what}: {e}"), Some("durations look like `500ms`, `2s`, `5m`, `24h` or `7d`".into()));
+                self.err(
+                    s,
+                    format!("{what}: {e}"),
+                    Some("durations look like `500ms`, `2s`, `5m`, `24h` or `7d`".into()),
+                );
                 default
             }
         }
@@ -440,7 +456,9 @@ fn interpolate(s: &str, env: EnvLookup<'_>) -> Result<String, InterpError> {
                 None => (inner, None),
             };
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                return Err(InterpError::Malformed(format!("`${{{inner}}}` is not a variable reference")));
+                return Err(InterpError::Malformed(format!(
+                    "`${{{inner}}}` is not a variable reference"
+                )));
             }
             match (env(name), default) {
                 (Some(v), Some(d)) if v.is_empty() => out.push_str(d),
@@ -463,7 +481,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a duration"))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration"))?;
     let ms = match unit.trim() {
         "ms" => 1,
         "s" => 1_000,
@@ -494,21 +514,31 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "GB" => 1_000_000_000,
         other => return Err(format!("unknown size unit `{other}` in `{s}`")),
     };
-    n.checked_mul(mult).ok_or_else(|| format!("`{s}` is too large"))
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("`{s}` is too large"))
 }
 
 /// Turns a serde-saphyr error into our format, adding "did you mean" hints to
 /// unknown fields and variants.
 fn yaml_error(file: &str, err: &serde_saphyr::Error) -> ConfigError {
     let plain = err.without_snippet();
-    let (line, column) = plain.location().map(|l| (l.line(), l.column())).unwrap_or((1, 1));
+    let (line, column) = plain
+        .location()
+        .map(|l| (l.line(), l.column()))
+        .unwrap_or((1, 1));
     let mut message = plain.to_string();
     // The crate may append its own location; ours is in front already.
     if let Some(cut) = message.find(" at line ") {
         message.truncate(cut);
     }
     let hint = unknown_name_hint(&message);
-    ConfigError { file: file.to_owned(), line, column, message, hint }
+    ConfigError {
+        file: file.to_owned(),
+        line,
+        column,
+        message,
+        hint,
+    }
 }
 
 /// From serde's "unknown field `x`, expected one of `a`, `b`" (or "expected
@@ -524,7 +554,12 @@ fn unknown_name_hint(message: &str) -> Option<String> {
     }
 }
 
-fn socket_addr(ctx: &mut Ctx, s: &Option<S<String>>, what: &str, default: &str) -> Option<SocketAddr> {
+fn socket_addr(
+    ctx: &mut Ctx,
+    s: &Option<S<String>>,
+    what: &str,
+    default: &str,
+) -> Option<SocketAddr> {
     let Some(s) = s else {
         return default.parse().ok();
     };
@@ -532,7 +567,11 @@ fn socket_addr(ctx: &mut Ctx, s: &Option<S<String>>, what: &str, default: &str) 
     match text.parse() {
         Ok(a) => Some(a),
         Err(_) => {
-            ctx.err(s, format!("{what}: `{text}` is not an address"), Some("write IP:PORT, e.g. `0.0.0.0:8080` or `[::]:8080`".into()));
+            ctx.err(
+                s,
+                format!("{what}: `{text}` is not an address"),
+                Some("write IP:PORT, e.g. `0.0.0.0:8080` or `[::]:8080`".into()),
+            );
             None
         }
     }
@@ -541,9 +580,19 @@ fn socket_addr(ctx: &mut Ctx, s: &Option<S<String>>, what: &str, default: &str) 
 impl Config {
     /// Parses and validates `source` (the text of `file`). Relative paths are
     /// resolved against `base_dir` (the config file's directory).
-    pub fn parse(source: &str, file: &str, base_dir: &Path, env: EnvLookup<'_>) -> Result<Config, ConfigErrors> {
-        let raw: RawConfig = serde_saphyr::from_str(source).map_err(|e| ConfigErrors(vec![yaml_error(file, &e)]))?;
-        let mut ctx = Ctx { file, env, errors: Vec::new() };
+    pub fn parse(
+        source: &str,
+        file: &str,
+        base_dir: &Path,
+        env: EnvLookup<'_>,
+    ) -> Result<Config, ConfigErrors> {
+        let raw: RawConfig =
+            serde_saphyr::from_str(source).map_err(|e| ConfigErrors(vec![yaml_error(file, &e)]))?;
+        let mut ctx = Ctx {
+            file,
+            env,
+            errors: Vec::new(),
+        };
         let config = validate(&mut ctx, raw, file, base_dir);
         match (config, ctx.errors.is_empty()) {
             (Some(c), true) => Ok(c),
@@ -563,16 +612,28 @@ impl Config {
         let mut errors = Vec::new();
         for r in &self.template_refs {
             let route = &self.router.routes()[r.route];
-            let Some(name) = &route.template else { continue };
+            let Some(name) = &route.template else {
+                continue;
+            };
             for &t in &route.targets {
                 let target = &self.targets[t];
                 // Webhook and stdout targets fall back to the original event.
-                if resolves(name, target.kind).is_some() || matches!(target.kind, TargetKind::Webhook | TargetKind::Stdout) {
+                if resolves(name, target.kind).is_some()
+                    || matches!(target.kind, TargetKind::Webhook | TargetKind::Stdout)
+                {
                     continue;
                 }
-                let hint = did_you_mean(name, known.iter().map(String::as_str).filter(|k| *k != name))
-                    .map(|s| format!("did you mean `{s}`?"))
-                    .or_else(|| Some(format!("create one of: {}", missing_paths(name, target.kind).join(", "))));
+                let hint = did_you_mean(
+                    name,
+                    known.iter().map(String::as_str).filter(|k| *k != name),
+                )
+                .map(|s| format!("did you mean `{s}`?"))
+                .or_else(|| {
+                    Some(format!(
+                        "create one of: {}",
+                        missing_paths(name, target.kind).join(", ")
+                    ))
+                });
                 errors.push(ConfigError {
                     file: self.file.clone(),
                     line: r.line,
@@ -588,7 +649,11 @@ impl Config {
                 });
             }
         }
-        if errors.is_empty() { Ok(()) } else { Err(ConfigErrors(errors)) }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigErrors(errors))
+        }
     }
 
     /// The targets that are enabled, for workers and start-up logs.
@@ -612,7 +677,10 @@ fn validate(ctx: &mut Ctx, raw: RawConfig, _file: &str, base_dir: &Path) -> Opti
     };
     let store = validate_store(ctx, raw.store.as_ref(), base_dir);
     let templates_dir = match &raw.templates {
-        Some(t) => ctx.interp(t, "templates").map(|p| base_dir.join(p)).unwrap_or_default(),
+        Some(t) => ctx
+            .interp(t, "templates")
+            .map(|p| base_dir.join(p))
+            .unwrap_or_default(),
         None => base_dir.join("templates"),
     };
 
@@ -630,14 +698,25 @@ fn validate(ctx: &mut Ctx, raw: RawConfig, _file: &str, base_dir: &Path) -> Opti
     for r in &raw.routes {
         let route = &r.value;
         if !seen.insert(route.name.value.clone()) {
-            ctx.err(&route.name, format!("route name `{}` is used twice", route.name.value), Some("give each route its own name".into()));
+            ctx.err(
+                &route.name,
+                format!("route name `{}` is used twice", route.name.value),
+                Some("give each route its own name".into()),
+            );
         }
         let conditions = match &route.matcher {
             Some(m) => compile_match(ctx, &route.name.value, &m.value),
             None => Vec::new(),
         };
         if route.to.value.is_empty() {
-            ctx.err(&route.to, format!("route `{}` sends to no target", route.name.value), Some(format!("list targets in `to:`; defined targets: {}", names.join(", "))));
+            ctx.err(
+                &route.to,
+                format!("route `{}` sends to no target", route.name.value),
+                Some(format!(
+                    "list targets in `to:`; defined targets: {}",
+                    names.join(", ")
+                )),
+            );
         }
         let mut route_targets = Vec::new();
         for to in &route.to.value {
@@ -648,7 +727,14 @@ fn validate(ctx: &mut Ctx, raw: RawConfig, _file: &str, base_dir: &Path) -> Opti
                     let hint = did_you_mean(&to.value, names.iter().copied())
                         .map(|s| format!("did you mean `{s}`?"))
                         .unwrap_or_else(|| format!("defined targets: {}", names.join(", ")));
-                    ctx.err(to, format!("route `{}` names unknown target `{}`", route.name.value, to.value), Some(hint));
+                    ctx.err(
+                        to,
+                        format!(
+                            "route `{}` names unknown target `{}`",
+                            route.name.value, to.value
+                        ),
+                        Some(hint),
+                    );
                 }
             }
         }
@@ -656,12 +742,23 @@ fn validate(ctx: &mut Ctx, raw: RawConfig, _file: &str, base_dir: &Path) -> Opti
             if t.value.is_empty() || t.value.contains(['/', '\\']) || t.value.contains("..") {
                 ctx.err(t, format!("route `{}`: `{}` is not a template name", route.name.value, t.value), Some("write a bare name such as `visitor_message`; files are looked up in the templates directory".into()));
             }
-            template_refs.push(TemplateRef { route: routes.len(), line: t.referenced.line(), column: t.referenced.column() });
+            template_refs.push(TemplateRef {
+                route: routes.len(),
+                line: t.referenced.line(),
+                column: t.referenced.column(),
+            });
         } else {
             for &i in &route_targets {
                 let target: &Target = &targets[i];
                 if matches!(target.kind, TargetKind::Discord | TargetKind::Slack) {
-                    ctx.err(r, format!("route `{}` sends to {} target `{}` but names no template", route.name.value, target.kind, target.name), Some("add `template: NAME` (e.g. `template: visitor_message`)".into()));
+                    ctx.err(
+                        r,
+                        format!(
+                            "route `{}` sends to {} target `{}` but names no template",
+                            route.name.value, target.kind, target.name
+                        ),
+                        Some("add `template: NAME` (e.g. `template: visitor_message`)".into()),
+                    );
                 }
             }
         }
@@ -678,7 +775,9 @@ fn validate(ctx: &mut Ctx, raw: RawConfig, _file: &str, base_dir: &Path) -> Opti
     Some(Config {
         file: ctx.file.to_owned(),
         server: server?,
-        admin: AdminConfig { listen: admin_listen },
+        admin: AdminConfig {
+            listen: admin_listen,
+        },
         store: store?,
         templates_dir,
         targets,
@@ -694,7 +793,11 @@ fn validate_server(ctx: &mut Ctx, raw: &S<RawServer>) -> Option<ServerConfig> {
         Some(p) => {
             let v = ctx.interp(p, "server.path")?;
             if !v.starts_with('/') || v.contains(['?', '#']) {
-                ctx.err(p, format!("server.path `{v}` must be a path starting with `/`"), Some("e.g. `/crisp/hooks`".into()));
+                ctx.err(
+                    p,
+                    format!("server.path `{v}` must be a path starting with `/`"),
+                    Some("e.g. `/crisp/hooks`".into()),
+                );
             }
             v
         }
@@ -727,12 +830,20 @@ fn validate_server(ctx: &mut Ctx, raw: &S<RawServer>) -> Option<ServerConfig> {
             };
             match parsed {
                 Ok(0) => {
-                    ctx.err(sp, "server.max_body cannot be 0", Some("e.g. `1MiB`".into()));
+                    ctx.err(
+                        sp,
+                        "server.max_body cannot be 0",
+                        Some("e.g. `1MiB`".into()),
+                    );
                     0
                 }
                 Ok(n) => n,
                 Err(e) => {
-                    ctx.err(sp, format!("server.max_body: {e}"), Some("sizes look like `1MiB`, `512KiB` or a byte count".into()));
+                    ctx.err(
+                        sp,
+                        format!("server.max_body: {e}"),
+                        Some("sizes look like `1MiB`, `512KiB` or a byte count".into()),
+                    );
                     0
                 }
             }
@@ -751,10 +862,22 @@ fn validate_server(ctx: &mut Ctx, raw: &S<RawServer>) -> Option<ServerConfig> {
         path,
         keys,
         max_body,
-        header_read_timeout: ctx.duration(&s.header_read_timeout, "server.header_read_timeout", Duration::from_secs(5)),
-        body_read_timeout: ctx.duration(&s.body_read_timeout, "server.body_read_timeout", Duration::from_secs(10)),
+        header_read_timeout: ctx.duration(
+            &s.header_read_timeout,
+            "server.header_read_timeout",
+            Duration::from_secs(5),
+        ),
+        body_read_timeout: ctx.duration(
+            &s.body_read_timeout,
+            "server.body_read_timeout",
+            Duration::from_secs(10),
+        ),
         max_connections,
-        shutdown_timeout: ctx.duration(&s.shutdown_timeout, "server.shutdown_timeout", Duration::from_secs(10)),
+        shutdown_timeout: ctx.duration(
+            &s.shutdown_timeout,
+            "server.shutdown_timeout",
+            Duration::from_secs(10),
+        ),
     })
 }
 
@@ -763,7 +886,11 @@ fn validate_store(ctx: &mut Ctx, raw: Option<&RawStore>, base_dir: &Path) -> Opt
         Some(p) => base_dir.join(ctx.interp(p, "store.path")?),
         None => base_dir.join("data/relay.db"),
     };
-    let retention = ctx.duration(&raw.and_then(|r| r.retention.clone()), "store.retention", Duration::from_secs(7 * 86_400));
+    let retention = ctx.duration(
+        &raw.and_then(|r| r.retention.clone()),
+        "store.retention",
+        Duration::from_secs(7 * 86_400),
+    );
     let queue_capacity = match raw.and_then(|r| r.queue_capacity.as_ref()) {
         Some(n) if n.value == 0 => {
             ctx.err(n, "store.queue_capacity cannot be 0", None);
@@ -772,7 +899,11 @@ fn validate_store(ctx: &mut Ctx, raw: Option<&RawStore>, base_dir: &Path) -> Opt
         Some(n) => n.value as usize,
         None => 4096,
     };
-    Some(StoreConfig { path, retention, queue_capacity })
+    Some(StoreConfig {
+        path,
+        retention,
+        queue_capacity,
+    })
 }
 
 fn validate_target(ctx: &mut Ctx, name: &str, raw: &S<RawTarget>) -> Option<Target> {
@@ -782,21 +913,55 @@ fn validate_target(ctx: &mut Ctx, name: &str, raw: &S<RawTarget>) -> Option<Targ
         let hint = did_you_mean(&t.kind.value, kinds.iter().copied())
             .map(|s| format!("did you mean `{s}`?"))
             .unwrap_or_else(|| format!("kinds are: {}", kinds.join(", ")));
-        ctx.err(&t.kind, format!("target `{name}`: unknown kind `{}`", t.kind.value), Some(hint));
+        ctx.err(
+            &t.kind,
+            format!("target `{name}`: unknown kind `{}`", t.kind.value),
+            Some(hint),
+        );
         return None;
     };
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-        ctx.err(raw, format!("target name `{name}` may only use letters, digits, `-` and `_`"), None);
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        ctx.err(
+            raw,
+            format!("target name `{name}` may only use letters, digits, `-` and `_`"),
+            None,
+        );
     }
     let only = |ctx: &mut Ctx, field: &str, present: bool, allowed: &[TargetKind]| {
         if present && !allowed.contains(&kind) {
             let list: Vec<&str> = allowed.iter().map(|k| k.as_str()).collect();
-            ctx.err(raw, format!("target `{name}` (kind {kind}): `{field}` is only for {} targets", list.join(", ")), Some(format!("remove `{field}`")));
+            ctx.err(
+                raw,
+                format!(
+                    "target `{name}` (kind {kind}): `{field}` is only for {} targets",
+                    list.join(", ")
+                ),
+                Some(format!("remove `{field}`")),
+            );
         }
     };
-    only(ctx, "url", t.url.is_some(), &[TargetKind::Discord, TargetKind::Slack, TargetKind::Webhook]);
-    only(ctx, "username", t.username.is_some(), &[TargetKind::Discord]);
-    only(ctx, "avatar_url", t.avatar_url.is_some(), &[TargetKind::Discord]);
+    only(
+        ctx,
+        "url",
+        t.url.is_some(),
+        &[TargetKind::Discord, TargetKind::Slack, TargetKind::Webhook],
+    );
+    only(
+        ctx,
+        "username",
+        t.username.is_some(),
+        &[TargetKind::Discord],
+    );
+    only(
+        ctx,
+        "avatar_url",
+        t.avatar_url.is_some(),
+        &[TargetKind::Discord],
+    );
     only(ctx, "headers", t.headers.is_some(), &[TargetKind::Webhook]);
     only(ctx, "method", t.method.is_some(), &[TargetKind::Webhook]);
 
@@ -804,7 +969,11 @@ fn validate_target(ctx: &mut Ctx, name: &str, raw: &S<RawTarget>) -> Option<Targ
     let url = match (&t.url, kind) {
         (_, TargetKind::Stdout) => None,
         (None, _) => {
-            ctx.err(raw, format!("target `{name}` (kind {kind}) has no `url`"), Some("add `url: \"${...}\"`; an empty url disables the target".into()));
+            ctx.err(
+                raw,
+                format!("target `{name}` (kind {kind}) has no `url`"),
+                Some("add `url: \"${...}\"`; an empty url disables the target".into()),
+            );
             return None;
         }
         (Some(u), _) => {
@@ -817,7 +986,11 @@ fn validate_target(ctx: &mut Ctx, name: &str, raw: &S<RawTarget>) -> Option<Targ
                     Ok(url) => Some(url),
                     Err(why) => {
                         // Never echo the URL: it holds the token.
-                        ctx.err(u, format!("target `{name}`: invalid {kind} url: {why}"), Some(crate::targets::url_example(kind).into()));
+                        ctx.err(
+                            u,
+                            format!("target `{name}`: invalid {kind} url: {why}"),
+                            Some(crate::targets::url_example(kind).into()),
+                        );
                         return None;
                     }
                 }
@@ -838,12 +1011,20 @@ fn validate_target(ctx: &mut Ctx, name: &str, raw: &S<RawTarget>) -> Option<Targ
             if http_header_name_ok(k) {
                 if let Some(val) = ctx.interp(v, &format!("target `{name}` header `{k}`")) {
                     if val.contains(['\r', '\n']) {
-                        ctx.err(v, format!("target `{name}` header `{k}`: value contains a line break"), None);
+                        ctx.err(
+                            v,
+                            format!("target `{name}` header `{k}`: value contains a line break"),
+                            None,
+                        );
                     }
                     headers.push((k.clone(), Secret::new(val)));
                 }
             } else {
-                ctx.err(h, format!("target `{name}`: `{k}` is not a valid header name"), Some("header names use letters, digits and `-`".into()));
+                ctx.err(
+                    h,
+                    format!("target `{name}`: `{k}` is not a valid header name"),
+                    Some("header names use letters, digits and `-`".into()),
+                );
             }
         }
     }
@@ -854,7 +1035,11 @@ fn validate_target(ctx: &mut Ctx, name: &str, raw: &S<RawTarget>) -> Option<Targ
             "PUT" => "PUT",
             "PATCH" => "PATCH",
             _ => {
-                ctx.err(m, format!("target `{name}`: method `{}` is not supported", m.value), Some("use POST, PUT or PATCH".into()));
+                ctx.err(
+                    m,
+                    format!("target `{name}`: method `{}` is not supported", m.value),
+                    Some("use POST, PUT or PATCH".into()),
+                );
                 "POST"
             }
         },
@@ -862,16 +1047,35 @@ fn validate_target(ctx: &mut Ctx, name: &str, raw: &S<RawTarget>) -> Option<Targ
     let rate_limit = match &t.rate_limit {
         Some(rl) => {
             let r = &rl.value;
-            let per = ctx.duration(&Some(r.per.clone()), &format!("target `{name}` rate_limit.per"), Duration::from_secs(1));
+            let per = ctx.duration(
+                &Some(r.per.clone()),
+                &format!("target `{name}` rate_limit.per"),
+                Duration::from_secs(1),
+            );
             if r.requests.value == 0 || r.requests.value > u64::from(u32::MAX) {
-                ctx.err(&r.requests, format!("target `{name}`: rate_limit.requests must be at least 1"), Some("remove rate_limit for no limit".into()));
+                ctx.err(
+                    &r.requests,
+                    format!("target `{name}`: rate_limit.requests must be at least 1"),
+                    Some("remove rate_limit for no limit".into()),
+                );
             }
             if per.is_zero() {
-                ctx.err(&r.per, format!("target `{name}`: rate_limit.per must be longer than 0"), None);
+                ctx.err(
+                    &r.per,
+                    format!("target `{name}`: rate_limit.per must be longer than 0"),
+                    None,
+                );
             }
             let requests = r.requests.value.clamp(1, u64::from(u32::MAX)) as u32;
-            let burst = r.burst.as_ref().map_or(requests, |b| b.value.clamp(1, u64::from(u32::MAX)) as u32);
-            Some(RateLimit { requests, per, burst })
+            let burst = r
+                .burst
+                .as_ref()
+                .map_or(requests, |b| b.value.clamp(1, u64::from(u32::MAX)) as u32);
+            Some(RateLimit {
+                requests,
+                per,
+                burst,
+            })
         }
         None => default_rate_limit(kind),
     };
@@ -880,36 +1084,86 @@ fn validate_target(ctx: &mut Ctx, name: &str, raw: &S<RawTarget>) -> Option<Targ
         let r = &r.value;
         if let Some(n) = &r.max_attempts {
             if n.value == 0 {
-                ctx.err(n, format!("target `{name}`: retry.max_attempts must be at least 1"), None);
+                ctx.err(
+                    n,
+                    format!("target `{name}`: retry.max_attempts must be at least 1"),
+                    None,
+                );
             }
             retry.max_attempts = n.value.clamp(1, 1000) as u32;
         }
-        retry.initial_backoff = ctx.duration(&r.initial_backoff, &format!("target `{name}` retry.initial_backoff"), retry.initial_backoff);
-        retry.max_backoff = ctx.duration(&r.max_backoff, &format!("target `{name}` retry.max_backoff"), retry.max_backoff);
-        retry.max_age = ctx.duration(&r.max_age, &format!("target `{name}` retry.max_age"), retry.max_age);
+        retry.initial_backoff = ctx.duration(
+            &r.initial_backoff,
+            &format!("target `{name}` retry.initial_backoff"),
+            retry.initial_backoff,
+        );
+        retry.max_backoff = ctx.duration(
+            &r.max_backoff,
+            &format!("target `{name}` retry.max_backoff"),
+            retry.max_backoff,
+        );
+        retry.max_age = ctx.duration(
+            &r.max_age,
+            &format!("target `{name}` retry.max_age"),
+            retry.max_age,
+        );
         if retry.max_backoff < retry.initial_backoff {
-            ctx.err(t.retry.as_ref()?, format!("target `{name}`: retry.max_backoff is shorter than retry.initial_backoff"), None);
+            ctx.err(
+                t.retry.as_ref()?,
+                format!("target `{name}`: retry.max_backoff is shorter than retry.initial_backoff"),
+                None,
+            );
         }
     }
-    let timeout = ctx.duration(&t.timeout, &format!("target `{name}` timeout"), Duration::from_secs(10));
+    let timeout = ctx.duration(
+        &t.timeout,
+        &format!("target `{name}` timeout"),
+        Duration::from_secs(10),
+    );
     if timeout.is_zero() {
-        ctx.err(t.timeout.as_ref()?, format!("target `{name}`: timeout must be longer than 0"), None);
+        ctx.err(
+            t.timeout.as_ref()?,
+            format!("target `{name}`: timeout must be longer than 0"),
+            None,
+        );
     }
-    Some(Target { name: name.to_owned(), kind, url, enabled, username, avatar_url, headers, method, rate_limit, retry, timeout })
+    Some(Target {
+        name: name.to_owned(),
+        kind,
+        url,
+        enabled,
+        username,
+        avatar_url,
+        headers,
+        method,
+        rate_limit,
+        retry,
+        timeout,
+    })
 }
 
 /// Defaults from research/targets.md: Discord 5 per 2 s per webhook, Slack
 /// 1 per second with a small burst, webhooks unlimited.
 fn default_rate_limit(kind: TargetKind) -> Option<RateLimit> {
     match kind {
-        TargetKind::Discord => Some(RateLimit { requests: 5, per: Duration::from_secs(2), burst: 5 }),
-        TargetKind::Slack => Some(RateLimit { requests: 1, per: Duration::from_secs(1), burst: 3 }),
+        TargetKind::Discord => Some(RateLimit {
+            requests: 5,
+            per: Duration::from_secs(2),
+            burst: 5,
+        }),
+        TargetKind::Slack => Some(RateLimit {
+            requests: 1,
+            per: Duration::from_secs(1),
+            burst: 3,
+        }),
         TargetKind::Webhook | TargetKind::Stdout => None,
     }
 }
 
 fn http_header_name_ok(k: &str) -> bool {
-    !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    !k.is_empty()
+        && k.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 fn compile_match(ctx: &mut Ctx, route: &str, m: &RawMatch) -> Vec<Condition> {
@@ -918,9 +1172,17 @@ fn compile_match(ctx: &mut Ctx, route: &str, m: &RawMatch) -> Vec<Condition> {
         match value {
             RawMatchValue::Any(groups) => {
                 if groups.value.is_empty() {
-                    ctx.err(groups, format!("route `{route}`: `any` needs at least one alternative"), None);
+                    ctx.err(
+                        groups,
+                        format!("route `{route}`: `any` needs at least one alternative"),
+                        None,
+                    );
                 }
-                let compiled = groups.value.iter().map(|g| compile_match(ctx, route, &g.value)).collect();
+                let compiled = groups
+                    .value
+                    .iter()
+                    .map(|g| compile_match(ctx, route, &g.value))
+                    .collect();
                 out.push(Condition::Any(compiled));
             }
             RawMatchValue::Test(v) => {
@@ -936,12 +1198,23 @@ fn compile_match(ctx: &mut Ctx, route: &str, m: &RawMatch) -> Vec<Condition> {
                     let hint = did_you_mean(root, ["event", "website_id", "data", "timestamp", "any"])
                         .map(|s| format!("did you mean `{s}`?"))
                         .unwrap_or_else(|| "paths start at the envelope: `event`, `website_id`, `timestamp` or `data.<field>` (e.g. `data.from`)".into());
-                    ctx.err(key, format!("route `{route}`: field `{}` is not in a Crisp event", key.value), Some(hint));
+                    ctx.err(
+                        key,
+                        format!(
+                            "route `{route}`: field `{}` is not in a Crisp event",
+                            key.value
+                        ),
+                        Some(hint),
+                    );
                     continue;
                 }
                 match Test::compile(&v.value) {
                     Ok(test) => out.push(Condition::Field { path, test }),
-                    Err(e) => ctx.err(v, format!("route `{route}`, field `{}`: {e}", key.value), None),
+                    Err(e) => ctx.err(
+                        v,
+                        format!("route `{route}`, field `{}`: {e}", key.value),
+                        None,
+                    ),
                 }
             }
         }
@@ -972,7 +1245,10 @@ mod tests {
             ("$${SET}", Ok("${SET}")),
             ("cost $5", Ok("cost $5")),
             ("${UNSET}", Err(InterpError::Unset("UNSET".into()))),
-            ("${SET", Err(InterpError::Malformed("unclosed `${` in `${SET`".into()))),
+            (
+                "${SET",
+                Err(InterpError::Malformed("unclosed `${` in `${SET`".into())),
+            ),
         ];
         for (input, want) in cases {
             let got = interpolate(input, &env);

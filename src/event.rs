@@ -36,7 +36,8 @@ impl Event {
     /// Parses and checks a body. `received_at_ms` stands in for a missing
     /// `timestamp`.
     pub fn parse(body: &[u8], received_at_ms: i64) -> Result<Self, EventError> {
-        let value: Value = serde_json::from_slice(body).map_err(|e| EventError::Json(e.to_string()))?;
+        let value: Value =
+            serde_json::from_slice(body).map_err(|e| EventError::Json(e.to_string()))?;
         Self::from_value(value, received_at_ms)
     }
 
@@ -127,7 +128,10 @@ mod tests {
     fn envelope_checks() {
         let ok = r#"{"website_id":"w","event":"message:send","data":{},"timestamp":5}"#;
         let e = Event::parse(ok.as_bytes(), 9).unwrap();
-        assert_eq!((e.name(), e.website_id(), e.timestamp()), ("message:send", "w", 5));
+        assert_eq!(
+            (e.name(), e.website_id(), e.timestamp()),
+            ("message:send", "w", 5)
+        );
 
         let no_ts = r#"{"website_id":"w","event":"x","data":{}}"#;
         assert_eq!(Event::parse(no_ts.as_bytes(), 9).unwrap().timestamp(), 9);
@@ -135,16 +139,33 @@ mod tests {
         let cases: &[(&str, EventError)] = &[
             ("[]", EventError::NotObject("an array")),
             ("3", EventError::NotObject("a number")),
-            (r#"{"website_id":"w","data":{}}"#, EventError::Missing("event")),
-            (r#"{"event":"e","data":{}}"#, EventError::Missing("website_id")),
-            (r#"{"event":"e","website_id":"w"}"#, EventError::Missing("data")),
+            (
+                r#"{"website_id":"w","data":{}}"#,
+                EventError::Missing("event"),
+            ),
+            (
+                r#"{"event":"e","data":{}}"#,
+                EventError::Missing("website_id"),
+            ),
+            (
+                r#"{"event":"e","website_id":"w"}"#,
+                EventError::Missing("data"),
+            ),
             (
                 r#"{"event":1,"website_id":"w","data":{}}"#,
-                EventError::WrongType { field: "event", expected: "a string", found: "a number" },
+                EventError::WrongType {
+                    field: "event",
+                    expected: "a string",
+                    found: "a number",
+                },
             ),
             (
                 r#"{"event":"e","website_id":"w","data":[]}"#,
-                EventError::WrongType { field: "data", expected: "an object", found: "an array" },
+                EventError::WrongType {
+                    field: "data",
+                    expected: "an object",
+                    found: "an array",
+                },
             ),
             (
                 r#"{"event":"e","website_id":"w","data":{},"timestamp":"x"}"#,
@@ -156,7 +177,11 @@ mod tests {
             ),
         ];
         for (body, want) in cases {
-            assert_eq!(&Event::parse(body.as_bytes(), 0).unwrap_err(), want, "{body}");
+            assert_eq!(
+                &Event::parse(body.as_bytes(), 0).unwrap_err(),
+                want,
+                "{body}"
+            );
         }
         assert!(matches!(Event::parse(b"{", 0), Err(EventError::Json(_))));
     }

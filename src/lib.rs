@@ -40,7 +40,9 @@ pub fn now_ms() -> i64 {
 /// Why the relay could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot listen on {addr} ({what}): {source}\n  hint: is another process using the port? Change {what} in the config")]
+    #[error(
+        "cannot listen on {addr} ({what}): {source}\n  hint: is another process using the port? Change {what} in the config"
+    )]
     Bind {
         what: &'static str,
         addr: SocketAddr,
@@ -76,18 +78,37 @@ pub async fn start(relay: Relay, shutdown: CancellationToken) -> Result<Running,
         tracing::warn!(target_name = %t.name, kind = %t.kind, "target disabled: its url is empty; routes skip it");
     }
     let store = store::SqliteStore::open(&cfg.store.path, cfg.store.queue_capacity).await?;
-    let bind = |what, addr| async move { TcpListener::bind(addr).await.map_err(|source| StartError::Bind { what, addr, source }) };
+    let bind = |what, addr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { what, addr, source })
+    };
     let ingest = bind("server.listen", cfg.server.listen).await?;
     let admin = match cfg.admin.listen {
         Some(a) => Some(bind("admin.listen", a).await?),
         None => None,
     };
-    let ingest_addr = ingest.local_addr().map_err(|source| StartError::Bind { what: "server.listen", addr: cfg.server.listen, source })?;
+    let ingest_addr = ingest.local_addr().map_err(|source| StartError::Bind {
+        what: "server.listen",
+        addr: cfg.server.listen,
+        source,
+    })?;
     let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
     tracing::info!(listener = "ingest", addr = %ingest_addr, path = %cfg.server.path, "listening");
     if let Some(a) = admin_addr {
         tracing::info!(listener = "admin", addr = %a, "listening");
     }
-    let task = tokio::spawn(server::run(Arc::new(relay), store.clone(), ingest, admin, shutdown));
-    Ok(Running { ingest_addr, admin_addr, store, task })
+    let task = tokio::spawn(server::run(
+        Arc::new(relay),
+        store.clone(),
+        ingest,
+        admin,
+        shutdown,
+    ));
+    Ok(Running {
+        ingest_addr,
+        admin_addr,
+        store,
+        task,
+    })
 }

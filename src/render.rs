@@ -11,7 +11,8 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use handlebars::{
-    Context, Handlebars, Helper, HelperResult, Output, RenderContext, RenderErrorReason, handlebars_helper,
+    Context, Handlebars, Helper, HelperResult, Output, RenderContext, RenderErrorReason,
+    handlebars_helper,
 };
 use serde_json::Value;
 use thiserror::Error;
@@ -36,7 +37,14 @@ pub enum Mode {
 }
 
 impl Mode {
-    const ALL: [Mode; 6] = [Mode::DiscordText, Mode::DiscordJson, Mode::SlackText, Mode::SlackJson, Mode::Json, Mode::Plain];
+    const ALL: [Mode; 6] = [
+        Mode::DiscordText,
+        Mode::DiscordJson,
+        Mode::SlackText,
+        Mode::SlackJson,
+        Mode::Json,
+        Mode::Plain,
+    ];
 
     pub fn is_json(self) -> bool {
         matches!(self, Mode::DiscordJson | Mode::SlackJson | Mode::Json)
@@ -107,7 +115,9 @@ pub struct Renderer {
 
 impl std::fmt::Debug for Renderer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Renderer").field("templates", &self.files.keys()).finish()
+        f.debug_struct("Renderer")
+            .field("templates", &self.files.keys())
+            .finish()
     }
 }
 
@@ -117,14 +127,22 @@ impl Renderer {
     /// message text for any kind, and `_NAME.hbs` is a partial (`{{> NAME}}`)
     /// available to all of them.
     pub fn new(sources: &[TemplateSource]) -> Result<Self, Vec<TemplateError>> {
-        let mut registries: BTreeMap<Mode, Handlebars<'static>> = Mode::ALL.iter().map(|&m| (m, registry(m))).collect();
+        let mut registries: BTreeMap<Mode, Handlebars<'static>> =
+            Mode::ALL.iter().map(|&m| (m, registry(m))).collect();
         let mut files = BTreeMap::new();
         let mut errors = Vec::new();
         for src in sources {
-            let Some(stem) = src.file.strip_suffix(".hbs") else { continue };
+            let Some(stem) = src.file.strip_suffix(".hbs") else {
+                continue;
+            };
             let compile_err = |e: handlebars::TemplateError| {
                 let (line, column) = e.pos().unwrap_or((1, 1));
-                TemplateError { file: src.file.clone(), line, column, reason: e.reason().to_string() }
+                TemplateError {
+                    file: src.file.clone(),
+                    line,
+                    column,
+                    reason: e.reason().to_string(),
+                }
             };
             if let Some(partial) = stem.strip_prefix('_') {
                 for reg in registries.values_mut() {
@@ -145,12 +163,20 @@ impl Renderer {
             }
             files.insert(stem.to_owned(), src.file.clone());
         }
-        if errors.is_empty() { Ok(Self { registries, files }) } else { Err(errors) }
+        if errors.is_empty() {
+            Ok(Self { registries, files })
+        } else {
+            Err(errors)
+        }
     }
 
     /// Template names (file names without `.hbs`), for hints.
     pub fn names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.files.keys().map(|k| k.split('.').next().unwrap_or(k).to_owned()).collect();
+        let mut names: Vec<String> = self
+            .files
+            .keys()
+            .map(|k| k.split('.').next().unwrap_or(k).to_owned())
+            .collect();
         names.dedup();
         names
     }
@@ -158,34 +184,57 @@ impl Renderer {
     /// Which template `name` means for a target of `kind`, if any.
     pub fn resolve(&self, name: &str, kind: TargetKind) -> Option<Resolved> {
         candidates(name, kind).into_iter().find_map(|(key, mode)| {
-            self.files.get(&key).map(|file| Resolved { mode, key, file: file.clone() })
+            self.files.get(&key).map(|file| Resolved {
+                mode,
+                key,
+                file: file.clone(),
+            })
         })
     }
 
     /// Renders `event` (the whole envelope) with `template` for `kind`.
     /// `None` or a name with no file for a webhook or stdout target gives
     /// [`Rendered::Event`].
-    pub fn render(&self, template: Option<&str>, kind: TargetKind, event: &Value) -> Result<Rendered, RenderError> {
-        let Some(name) = template else { return Ok(Rendered::Event) };
+    pub fn render(
+        &self,
+        template: Option<&str>,
+        kind: TargetKind,
+        event: &Value,
+    ) -> Result<Rendered, RenderError> {
+        let Some(name) = template else {
+            return Ok(Rendered::Event);
+        };
         let Some(resolved) = self.resolve(name, kind) else {
             return match kind {
                 TargetKind::Webhook | TargetKind::Stdout => Ok(Rendered::Event),
-                _ => Err(RenderError::Template { template: name.to_owned(), reason: format!("no template for kind {kind}") }),
+                _ => Err(RenderError::Template {
+                    template: name.to_owned(),
+                    reason: format!("no template for kind {kind}"),
+                }),
             };
         };
         let reg = &self.registries[&resolved.mode];
-        let text = reg.render(&resolved.key, event).map_err(|e| RenderError::Template {
-            template: resolved.file.clone(),
-            reason: render_reason(&e),
-        })?;
+        let text = reg
+            .render(&resolved.key, event)
+            .map_err(|e| RenderError::Template {
+                template: resolved.file.clone(),
+                reason: render_reason(&e),
+            })?;
         if resolved.mode.is_json() {
             serde_json::from_str(&text)
                 .map(Rendered::Json)
-                .map_err(|e| RenderError::InvalidJson { template: resolved.file.clone(), reason: e.to_string() })
+                .map_err(|e| RenderError::InvalidJson {
+                    template: resolved.file.clone(),
+                    reason: e.to_string(),
+                })
         } else {
             // Template files end with a newline; destinations trim anyway.
             let trimmed = text.trim();
-            Ok(Rendered::Text(if trimmed.len() == text.len() { text } else { trimmed.to_owned() }))
+            Ok(Rendered::Text(if trimmed.len() == text.len() {
+                text
+            } else {
+                trimmed.to_owned()
+            }))
         }
     }
 }
@@ -209,7 +258,10 @@ pub fn candidates(name: &str, kind: TargetKind) -> Vec<(String, Mode)> {
         TargetKind::Slack => (Mode::SlackJson, Mode::SlackText),
         TargetKind::Webhook | TargetKind::Stdout => (Mode::Json, Mode::Plain),
     };
-    let mut out = vec![(format!("{name}.{k}.json"), json_mode), (format!("{name}.{k}"), text_mode)];
+    let mut out = vec![
+        (format!("{name}.{k}.json"), json_mode),
+        (format!("{name}.{k}"), text_mode),
+    ];
     // A webhook's generic fallback is the original event, not chat text.
     if kind != TargetKind::Webhook {
         out.push((name.to_owned(), text_mode));
@@ -266,7 +318,13 @@ handlebars_helper!(default_helper: |v: Value, fallback: Value| {
 handlebars_helper!(json_helper: |v: Value| v.to_string());
 
 /// `{{date ms}}` → `2025-06-03 12:01 UTC`; `{{date ms "iso"}}` → ISO 8601.
-fn date_helper(h: &Helper, r: &Handlebars, _: &Context, rc: &mut RenderContext, out: &mut dyn Output) -> HelperResult {
+fn date_helper(
+    h: &Helper,
+    r: &Handlebars,
+    _: &Context,
+    rc: &mut RenderContext,
+    out: &mut dyn Output,
+) -> HelperResult {
     let ms = h.param(0).map(|p| p.value());
     let iso = h.param(1).and_then(|p| p.value().as_str()) == Some("iso");
     let text = match ms.and_then(|v| v.as_i64().or_else(|| v.as_f64().map(|f| f as i64))) {
@@ -275,7 +333,11 @@ fn date_helper(h: &Helper, r: &Handlebars, _: &Context, rc: &mut RenderContext, 
         None => String::new(),
     };
     // Digits, dashes and colons only, but escape like any value for safety.
-    let escaped = if rc.is_disable_escape() { text } else { r.get_escape_fn()(&text) };
+    let escaped = if rc.is_disable_escape() {
+        text
+    } else {
+        r.get_escape_fn()(&text)
+    };
     out.write(&escaped)?;
     Ok(())
 }
@@ -290,13 +352,22 @@ handlebars_helper!(duration_helper: |secs: Value| {
 });
 
 /// `{{crisp_url website_id session_id}}`: the conversation in the Crisp inbox.
-fn crisp_url_helper(h: &Helper, _: &Handlebars, _: &Context, _: &mut RenderContext, out: &mut dyn Output) -> HelperResult {
+fn crisp_url_helper(
+    h: &Helper,
+    _: &Handlebars,
+    _: &Context,
+    _: &mut RenderContext,
+    out: &mut dyn Output,
+) -> HelperResult {
     let part = |i: usize| h.param(i).and_then(|p| p.value().as_str()).unwrap_or("");
     let (website, session) = (part(0), part(1));
     if website.is_empty() {
         return Ok(());
     }
-    let mut url = format!("https://app.crisp.chat/website/{}/inbox/", percent_encode(website));
+    let mut url = format!(
+        "https://app.crisp.chat/website/{}/inbox/",
+        percent_encode(website)
+    );
     if !session.is_empty() {
         url.push_str(&percent_encode(session));
         url.push('/');
@@ -309,7 +380,13 @@ fn crisp_url_helper(h: &Helper, _: &Handlebars, _: &Context, _: &mut RenderConte
 /// without markdown escaping (which would break the link) but with every
 /// character that could end a JSON string, a Slack `<...>` or a Discord
 /// `(...)` percent-encoded, so it is safe in every mode.
-fn url_helper(h: &Helper, _: &Handlebars, _: &Context, _: &mut RenderContext, out: &mut dyn Output) -> HelperResult {
+fn url_helper(
+    h: &Helper,
+    _: &Handlebars,
+    _: &Context,
+    _: &mut RenderContext,
+    out: &mut dyn Output,
+) -> HelperResult {
     let raw = h.param(0).and_then(|p| p.value().as_str()).unwrap_or("");
     if let Some(safe) = safe_url(raw) {
         out.write(&safe)?;
@@ -364,7 +441,10 @@ pub fn origin_label(origin: &str) -> String {
         "chat" => "Chat".into(),
         "email" => "Email".into(),
         other => {
-            let plugin = other.strip_prefix("urn:").and_then(|r| r.split(':').nth(1)).unwrap_or(other);
+            let plugin = other
+                .strip_prefix("urn:")
+                .and_then(|r| r.split(':').nth(1))
+                .unwrap_or(other);
             match plugin {
                 "whatsapp" => "WhatsApp".into(),
                 "messenger" => "Messenger".into(),
@@ -380,7 +460,11 @@ pub fn origin_label(origin: &str) -> String {
                 p => {
                     let mut c = p.chars();
                     match c.next() {
-                        Some(f) => f.to_uppercase().chain(c).collect::<String>().replace(['-', '_'], " "),
+                        Some(f) => f
+                            .to_uppercase()
+                            .chain(c)
+                            .collect::<String>()
+                            .replace(['-', '_'], " "),
                         None => other.to_owned(),
                     }
                 }
@@ -410,7 +494,15 @@ fn split_ms(ms: i64) -> (i64, u32, u32, i64, i64, i64, i64) {
     let secs = ms.div_euclid(1000);
     let (y, mo, d) = civil_from_days(secs.div_euclid(86_400));
     let sod = secs.rem_euclid(86_400);
-    (y, mo, d, sod / 3600, sod % 3600 / 60, sod % 60, ms.rem_euclid(1000))
+    (
+        y,
+        mo,
+        d,
+        sod / 3600,
+        sod % 3600 / 60,
+        sod % 60,
+        ms.rem_euclid(1000),
+    )
 }
 
 /// `2025-06-03T12:01:23.417Z`
@@ -478,7 +570,10 @@ pub fn escape_slack(s: &str) -> Cow<'_, str> {
             '@' => {
                 out.push('@');
                 let after = &rest[1..];
-                if after.starts_with("channel") || after.starts_with("here") || after.starts_with("everyone") {
+                if after.starts_with("channel")
+                    || after.starts_with("here")
+                    || after.starts_with("everyone")
+                {
                     out.push('\u{200B}');
                 }
             }
@@ -502,7 +597,11 @@ pub fn escape_json_str(s: &str) -> String {
 /// or UTF-16 units); UTF-16 units are never fewer than code points, so
 /// counting them is the safe choice.
 pub fn text_len(s: &str) -> usize {
-    if s.is_ascii() { s.len() } else { s.encode_utf16().count() }
+    if s.is_ascii() {
+        s.len()
+    } else {
+        s.encode_utf16().count()
+    }
 }
 
 /// `s` cut to at most `max` units (see [`text_len`]) including a trailing `…`,
@@ -558,7 +657,10 @@ mod tests {
             ("@here", "@\u{200B}here"),
             ("<@123> <@&456>", "\\<@123> \\<@&456>"),
             ("[click](https://evil)", "\\[click\\](https://evil)"),
-            ("# title\n- item\n> quote a-b", "\\# title\n\\- item\n\\> quote a-b"),
+            (
+                "# title\n- item\n> quote a-b",
+                "\\# title\n\\- item\n\\> quote a-b",
+            ),
             ("**bold** _it_", "\\*\\*bold\\*\\* \\_it\\_"),
             ("a\\b", "a\\\\b"),
             ("mail@example.com", "mail@example.com"),
@@ -570,8 +672,14 @@ mod tests {
 
     #[test]
     fn slack_escape_neutralises() {
-        assert_eq!(escape_slack("<!channel> & <@U1|x>"), "&lt;!channel&gt; &amp; &lt;@U1|x&gt;");
-        assert_eq!(escape_slack("@channel @here"), "@\u{200B}channel @\u{200B}here");
+        assert_eq!(
+            escape_slack("<!channel> & <@U1|x>"),
+            "&lt;!channel&gt; &amp; &lt;@U1|x&gt;"
+        );
+        assert_eq!(
+            escape_slack("@channel @here"),
+            "@\u{200B}channel @\u{200B}here"
+        );
         assert_eq!(escape_slack("plain"), "plain");
     }
 
@@ -592,7 +700,10 @@ mod tests {
 
     #[test]
     fn dates() {
-        assert_eq!(format_iso8601(1_748_952_083_417), "2025-06-03T12:01:23.417Z");
+        assert_eq!(
+            format_iso8601(1_748_952_083_417),
+            "2025-06-03T12:01:23.417Z"
+        );
         assert_eq!(format_readable(1_748_952_083_417), "2025-06-03 12:01 UTC");
         assert_eq!(format_iso8601(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(format_iso8601(951_782_400_000), "2000-02-29T00:00:00.000Z");
@@ -600,8 +711,13 @@ mod tests {
     }
 
     fn renderer(files: &[(&str, &str)]) -> Renderer {
-        let sources: Vec<TemplateSource> =
-            files.iter().map(|(f, t)| TemplateSource { file: (*f).into(), text: (*t).into() }).collect();
+        let sources: Vec<TemplateSource> = files
+            .iter()
+            .map(|(f, t)| TemplateSource {
+                file: (*f).into(),
+                text: (*t).into(),
+            })
+            .collect();
         Renderer::new(&sources).unwrap()
     }
 
@@ -610,8 +726,14 @@ mod tests {
         let r = renderer(&[
             ("m.hbs", "{{data.content}}"),
             ("m.discord.json.hbs", r#"{"content": "{{data.content}}"}"#),
-            ("m.slack.json.hbs", r#"{"text": "{{data.content}}", "u": "{{url data.link}}"}"#),
-            ("m.webhook.json.hbs", r#"{"raw": {{{json data}}}, "s": "{{data.content}}"}"#),
+            (
+                "m.slack.json.hbs",
+                r#"{"text": "{{data.content}}", "u": "{{url data.link}}"}"#,
+            ),
+            (
+                "m.webhook.json.hbs",
+                r#"{"raw": {{{json data}}}, "s": "{{data.content}}"}"#,
+            ),
         ]);
         let ev = json!({"data": {"content": "@everyone <!here> \"q\" [x](y)", "link": "https://a.example/x?q=\"<>"}});
         let text = |k| match r.render(Some("m"), k, &ev).unwrap() {
@@ -623,15 +745,24 @@ mod tests {
             other => panic!("{other:?}"),
         };
         assert_eq!(text(TargetKind::Stdout), "@everyone <!here> \"q\" [x](y)");
-        assert_eq!(json(TargetKind::Discord)["content"], "@\u{200B}everyone \\<!here> \"q\" \\[x\\](y)");
+        assert_eq!(
+            json(TargetKind::Discord)["content"],
+            "@\u{200B}everyone \\<!here> \"q\" \\[x\\](y)"
+        );
         let slack = json(TargetKind::Slack);
-        assert_eq!(slack["text"], "@\u{200B}everyone &lt;!here&gt; \"q\" [x](y)");
+        assert_eq!(
+            slack["text"],
+            "@\u{200B}everyone &lt;!here&gt; \"q\" [x](y)"
+        );
         assert_eq!(slack["u"], "https://a.example/x?q=%22%3C%3E");
         let hook = json(TargetKind::Webhook);
         assert_eq!(hook["raw"], ev["data"]);
         assert_eq!(hook["s"], ev["data"]["content"]);
         // No template for a kind: a webhook falls back to the original event.
-        assert_eq!(r.render(None, TargetKind::Webhook, &ev).unwrap(), Rendered::Event);
+        assert_eq!(
+            r.render(None, TargetKind::Webhook, &ev).unwrap(),
+            Rendered::Event
+        );
     }
 
     #[test]
@@ -642,7 +773,9 @@ mod tests {
         )]);
         let ev = json!({"website_id": "w 1", "timestamp": 1_748_952_083_417_i64,
             "data": {"t": "abcdef", "session_id": "session_x", "origin": "urn:crisp.im:whatsapp:0", "secs": 75, "arr": [1, "a"]}});
-        let Rendered::Text(t) = r.render(Some("h"), TargetKind::Stdout, &ev).unwrap() else { panic!() };
+        let Rendered::Text(t) = r.render(Some("h"), TargetKind::Stdout, &ev).unwrap() else {
+            panic!()
+        };
         assert_eq!(
             t,
             "abc…|anon|2025-06-03 12:01 UTC|2025-06-03T12:01:23.417Z|https://app.crisp.chat/website/w%201/inbox/session_x/|WhatsApp|1:15|[1,\"a\"]"
@@ -651,7 +784,10 @@ mod tests {
 
     #[test]
     fn template_errors_have_positions() {
-        let sources = [TemplateSource { file: "bad.hbs".into(), text: "line one\n{{#if x}}oops".into() }];
+        let sources = [TemplateSource {
+            file: "bad.hbs".into(),
+            text: "line one\n{{#if x}}oops".into(),
+        }];
         let errs = Renderer::new(&sources).unwrap_err();
         assert_eq!(errs[0].file, "bad.hbs");
         assert!(errs[0].line >= 1, "{errs:?}");

@@ -28,7 +28,10 @@ impl FieldPath {
                 "field path `{text}` has an empty segment; write segments separated by single dots, e.g. `data.user.nickname`"
             ));
         }
-        Ok(Self { text: text.to_owned(), segments })
+        Ok(Self {
+            text: text.to_owned(),
+            segments,
+        })
     }
 
     pub fn as_str(&self) -> &str {
@@ -83,7 +86,11 @@ impl Test {
                 if items.is_empty() {
                     return Err("an empty list matches nothing; list at least one value".into());
                 }
-                items.iter().map(Test::compile).collect::<Result<_, _>>().map(Test::AnyOf)
+                items
+                    .iter()
+                    .map(Test::compile)
+                    .collect::<Result<_, _>>()
+                    .map(Test::AnyOf)
             }
             Value::Object(ops) => {
                 if ops.is_empty() {
@@ -96,7 +103,11 @@ impl Test {
                 for (op, arg) in ops {
                     tests.push(compile_operator(op, arg)?);
                 }
-                Ok(if tests.len() == 1 { tests.remove(0) } else { Test::All(tests) })
+                Ok(if tests.len() == 1 {
+                    tests.remove(0)
+                } else {
+                    Test::All(tests)
+                })
             }
             scalar => Ok(Test::Eq(scalar.clone())),
         }
@@ -151,7 +162,11 @@ fn compile_operator(op: &str, arg: &Value) -> Result<Test, String> {
 }
 
 fn list(items: &[&str]) -> String {
-    items.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")
+    items
+        .iter()
+        .map(|s| format!("`{s}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn one_line(s: &str) -> String {
@@ -195,7 +210,9 @@ pub struct Glob {
 
 impl Glob {
     pub fn new(pattern: &str) -> Self {
-        Self { parts: pattern.split('*').map(str::to_owned).collect() }
+        Self {
+            parts: pattern.split('*').map(str::to_owned).collect(),
+        }
     }
 
     pub fn matches(&self, text: &str) -> bool {
@@ -222,7 +239,10 @@ impl Glob {
 /// One condition of a `match`: a field test, or `any:` alternatives.
 #[derive(Debug, Clone)]
 pub enum Condition {
-    Field { path: FieldPath, test: Test },
+    Field {
+        path: FieldPath,
+        test: Test,
+    },
     /// `any: [ {...}, {...} ]`: at least one group holds in full.
     Any(Vec<Vec<Condition>>),
 }
@@ -292,8 +312,18 @@ impl Router {
         let mut out = Vec::new();
         for (index, route) in self.routes.iter().enumerate() {
             if all_hold(&route.conditions, event) {
-                let enabled = |t: &usize| include_disabled || self.enabled.get(*t).copied().unwrap_or(false);
-                out.extend(route.targets.iter().filter(|t| enabled(t)).map(|&target| Decision { route: index, target }));
+                let enabled =
+                    |t: &usize| include_disabled || self.enabled.get(*t).copied().unwrap_or(false);
+                out.extend(
+                    route
+                        .targets
+                        .iter()
+                        .filter(|t| enabled(t))
+                        .map(|&target| Decision {
+                            route: index,
+                            target,
+                        }),
+                );
                 if !route.continue_matching {
                     break;
                 }
@@ -327,7 +357,11 @@ mod tests {
             ("exact", "exact", true),
         ];
         for (pattern, text, want) in cases {
-            assert_eq!(Glob::new(pattern).matches(text), want, "{pattern} vs {text}");
+            assert_eq!(
+                Glob::new(pattern).matches(text),
+                want,
+                "{pattern} vs {text}"
+            );
         }
     }
 
@@ -344,23 +378,43 @@ mod tests {
             (json!(["a", "b"]), Some(json!("b")), true),
             (json!(["a", "b"]), Some(json!("c")), false),
             (json!("msg:*"), Some(json!("msg:x")), true),
-            (json!({"regex": "^urn:crisp"}), Some(json!("urn:crisp.im:slack:0")), true),
+            (
+                json!({"regex": "^urn:crisp"}),
+                Some(json!("urn:crisp.im:slack:0")),
+                true,
+            ),
             (json!({"regex": "^urn:crisp"}), Some(json!("chat")), false),
             (json!({"exists": true}), Some(json!(null)), true),
             (json!({"exists": true}), None, false),
             (json!({"exists": false}), None, true),
-            (json!({"contains": "refund"}), Some(json!("I want a refund!")), true),
-            (json!({"contains": "vip"}), Some(json!(["new", "vip"])), true),
+            (
+                json!({"contains": "refund"}),
+                Some(json!("I want a refund!")),
+                true,
+            ),
+            (
+                json!({"contains": "vip"}),
+                Some(json!(["new", "vip"])),
+                true,
+            ),
             (json!({"contains": "vip"}), Some(json!(["new"])), false),
             (json!({"not": "chat"}), Some(json!("email")), true),
             (json!({"not": "chat"}), Some(json!("chat")), false),
             (json!({"not": "chat"}), None, true),
-            (json!({"not": {"regex": "^urn:"}}), Some(json!("chat")), true),
+            (
+                json!({"not": {"regex": "^urn:"}}),
+                Some(json!("chat")),
+                true,
+            ),
             (json!({"exists": true, "not": ""}), Some(json!("x")), true),
             (json!({"exists": true, "not": ""}), Some(json!("")), false),
         ];
         for (matcher, value, want) in cases {
-            assert_eq!(test(matcher.clone()).holds(value.as_ref()), want, "{matcher} vs {value:?}");
+            assert_eq!(
+                test(matcher.clone()).holds(value.as_ref()),
+                want,
+                "{matcher} vs {value:?}"
+            );
         }
     }
 
@@ -386,11 +440,17 @@ mod tests {
             "content": {"choices": [{"label": "A"}]}}});
         let p = |s: &str| FieldPath::parse(s).unwrap();
         assert_eq!(p("data.user.nickname").lookup(&event), Some(&json!("Ann")));
-        assert_eq!(p("data.content.choices.0.label").lookup(&event), Some(&json!("A")));
+        assert_eq!(
+            p("data.content.choices.0.label").lookup(&event),
+            Some(&json!("A"))
+        );
         assert_eq!(p("data.nope.x").lookup(&event), None);
         assert!(FieldPath::parse("data..x").is_err());
 
-        let field = |path: &str, v: Value| Condition::Field { path: p(path), test: test(v) };
+        let field = |path: &str, v: Value| Condition::Field {
+            path: p(path),
+            test: test(v),
+        };
         let route = |name: &str, conds, targets, cont| Route {
             name: name.into(),
             conditions: conds,
@@ -398,18 +458,35 @@ mod tests {
             template: None,
             continue_matching: cont,
         };
-        let router = Router::new(vec![
-            route("a", vec![field("event", json!("message:*"))], vec![0], true),
-            route("b", vec![field("data.from", json!("user"))], vec![1, 2], false),
-            route("c", vec![], vec![3], false),
-        ], vec![true, true, true, true]);
+        let router = Router::new(
+            vec![
+                route("a", vec![field("event", json!("message:*"))], vec![0], true),
+                route(
+                    "b",
+                    vec![field("data.from", json!("user"))],
+                    vec![1, 2],
+                    false,
+                ),
+                route("c", vec![], vec![3], false),
+            ],
+            vec![true, true, true, true],
+        );
         let got = router.route(&event);
         assert_eq!(
             got,
             vec![
-                Decision { route: 0, target: 0 },
-                Decision { route: 1, target: 1 },
-                Decision { route: 1, target: 2 }
+                Decision {
+                    route: 0,
+                    target: 0
+                },
+                Decision {
+                    route: 1,
+                    target: 1
+                },
+                Decision {
+                    route: 1,
+                    target: 2
+                }
             ]
         );
         let any = Condition::Any(vec![
@@ -417,6 +494,12 @@ mod tests {
             vec![field("data.user.nickname", json!("Ann"))],
         ]);
         assert!(any.holds(&event));
-        assert_eq!(router.route(&json!({"event": "session:x"})), vec![Decision { route: 2, target: 3 }]);
+        assert_eq!(
+            router.route(&json!({"event": "session:x"})),
+            vec![Decision {
+                route: 2,
+                target: 3
+            }]
+        );
     }
 }

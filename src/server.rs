@@ -52,13 +52,18 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let server = relay.config.server.clone();
-    let state = Arc::new(Ingest { relay, store: store.clone() });
+    let state = Arc::new(Ingest {
+        relay,
+        store: store.clone(),
+    });
     let graceful = GracefulShutdown::new();
     let admin_task = admin.map(|l| tokio::spawn(run_admin(l, store, shutdown.clone())));
 
     let limit = Arc::new(Semaphore::new(server.max_connections));
     let mut http = http1::Builder::new();
-    http.timer(TokioTimer::new()).header_read_timeout(server.header_read_timeout).keep_alive(true);
+    http.timer(TokioTimer::new())
+        .header_read_timeout(server.header_read_timeout)
+        .keep_alive(true);
 
     loop {
         // Take a connection slot first: at the limit, connections wait in the
@@ -97,7 +102,10 @@ pub async fn run(
 
     drop(ingest);
     info!("shutting down: no new connections; waiting for in-flight requests");
-    if tokio::time::timeout(server.shutdown_timeout, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(server.shutdown_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
         warn!(timeout = ?server.shutdown_timeout, "in-flight requests did not finish before the shutdown timeout");
     }
     if let Some(t) = admin_task {
@@ -108,7 +116,8 @@ pub async fn run(
 fn respond(status: StatusCode, body: serde_json::Value) -> Response<Body> {
     let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
 }
 
@@ -118,7 +127,12 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response<Body> {
 
 /// Answers one ingest request. Logs the outcome without the query string
 /// (which holds the key).
-async fn handle_ingest(state: &Ingest, req: Request<Incoming>, peer: SocketAddr, body_timeout: Duration) -> Response<Body> {
+async fn handle_ingest(
+    state: &Ingest,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    body_timeout: Duration,
+) -> Response<Body> {
     let started = Instant::now();
     let span = info_span!("ingest", %peer, method = %req.method(), path = req.uri().path());
     async move {
@@ -126,9 +140,20 @@ async fn handle_ingest(state: &Ingest, req: Request<Incoming>, peer: SocketAddr,
         let status = resp.status().as_u16();
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         if resp.status().is_success() {
-            debug!(status, event = event.as_deref().unwrap_or(""), latency_ms, "accepted");
+            debug!(
+                status,
+                event = event.as_deref().unwrap_or(""),
+                latency_ms,
+                "accepted"
+            );
         } else {
-            info!(status, event = event.as_deref().unwrap_or(""), reason = reason.as_deref().unwrap_or(""), latency_ms, "rejected");
+            info!(
+                status,
+                event = event.as_deref().unwrap_or(""),
+                reason = reason.as_deref().unwrap_or(""),
+                latency_ms,
+                "rejected"
+            );
         }
         resp
     }
@@ -138,7 +163,11 @@ async fn handle_ingest(state: &Ingest, req: Request<Incoming>, peer: SocketAddr,
 
 /// The checks, in order. Returns the answer, the event name if known, and a
 /// reason for a rejection (for the log).
-async fn ingest(state: &Ingest, req: Request<Incoming>, body_timeout: Duration) -> (Response<Body>, Option<String>, Option<String>) {
+async fn ingest(
+    state: &Ingest,
+    req: Request<Incoming>,
+    body_timeout: Duration,
+) -> (Response<Body>, Option<String>, Option<String>) {
     let cfg = &state.relay.config.server;
     let reject = |status: StatusCode, msg: String| (error(status, msg.clone()), None, Some(msg));
 
@@ -146,8 +175,12 @@ async fn ingest(state: &Ingest, req: Request<Incoming>, body_timeout: Duration) 
         return reject(StatusCode::NOT_FOUND, "not found".into());
     }
     if req.method() != Method::POST {
-        let mut r = error(StatusCode::METHOD_NOT_ALLOWED, format!("method {} not allowed; Crisp sends POST", req.method()));
-        r.headers_mut().insert(ALLOW, HeaderValue::from_static("POST"));
+        let mut r = error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("method {} not allowed; Crisp sends POST", req.method()),
+        );
+        r.headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("POST"));
         return (r, None, Some("method not allowed".into()));
     }
     if !key_ok(req.uri().query(), &state.relay.config.server.keys) {
@@ -156,18 +189,42 @@ async fn ingest(state: &Ingest, req: Request<Incoming>, body_timeout: Duration) 
     if let Some(ct) = req.headers().get(CONTENT_TYPE)
         && !is_json_content_type(ct)
     {
-        return reject(StatusCode::UNSUPPORTED_MEDIA_TYPE, "content type must be application/json".into());
+        return reject(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "content type must be application/json".into(),
+        );
     }
-    let declared = req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > cfg.max_body) {
-        return reject(StatusCode::PAYLOAD_TOO_LARGE, format!("body is larger than the {} byte limit", cfg.max_body));
+        return reject(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("body is larger than the {} byte limit", cfg.max_body),
+        );
     }
 
-    let limited = Limited::new(req.into_body(), usize::try_from(cfg.max_body).unwrap_or(usize::MAX));
+    let limited = Limited::new(
+        req.into_body(),
+        usize::try_from(cfg.max_body).unwrap_or(usize::MAX),
+    );
     let body = match tokio::time::timeout(body_timeout, limited.collect()).await {
-        Err(_) => return reject(StatusCode::REQUEST_TIMEOUT, format!("body not received within {body_timeout:?}")),
-        Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-            return reject(StatusCode::PAYLOAD_TOO_LARGE, format!("body is larger than the {} byte limit", cfg.max_body));
+        Err(_) => {
+            return reject(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("body not received within {body_timeout:?}"),
+            );
+        }
+        Ok(Err(e))
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            return reject(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("body is larger than the {} byte limit", cfg.max_body),
+            );
         }
         Ok(Err(e)) => return reject(StatusCode::BAD_REQUEST, format!("could not read body: {e}")),
         Ok(Ok(collected)) => collected.to_bytes(),
@@ -191,7 +248,14 @@ async fn ingest(state: &Ingest, req: Request<Incoming>, body_timeout: Duration) 
         body: body_text,
     };
     match state.store.accept(new_event, deliveries).await {
-        Ok(_) => (respond(StatusCode::OK, json!({"accepted": true, "deliveries": count})), Some(name), None),
+        Ok(_) => (
+            respond(
+                StatusCode::OK,
+                json!({"accepted": true, "deliveries": count}),
+            ),
+            Some(name),
+            None,
+        ),
         Err(e) => {
             let why = match &e {
                 StoreError::Full(_) => "the relay is busy; retry shortly",
@@ -200,7 +264,8 @@ async fn ingest(state: &Ingest, req: Request<Incoming>, body_timeout: Duration) 
             };
             warn!(error = %e, "event not stored; answering 503");
             let mut r = error(StatusCode::SERVICE_UNAVAILABLE, why);
-            r.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            r.headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from_static("1"));
             (r, Some(name), Some(e.to_string()))
         }
     }
@@ -224,7 +289,12 @@ fn key_ok(query: Option<&str>, keys: &[crate::secret::HookKey]) -> bool {
 /// `application/json`, `application/*+json` (any parameters) count as JSON.
 fn is_json_content_type(v: &HeaderValue) -> bool {
     let Ok(s) = v.to_str() else { return false };
-    let mime = s.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let mime = s
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
 }
 
@@ -232,7 +302,8 @@ async fn run_admin(listener: TcpListener, store: SqliteStore, shutdown: Cancella
     let graceful = GracefulShutdown::new();
     let limit = Arc::new(Semaphore::new(64));
     let mut http = http1::Builder::new();
-    http.timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(5));
+    http.timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(5));
     loop {
         let permit = tokio::select! {
             p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
@@ -258,12 +329,17 @@ async fn run_admin(listener: TcpListener, store: SqliteStore, shutdown: Cancella
 
 async fn admin(store: &SqliteStore, req: &Request<Incoming>) -> Response<Body> {
     match (req.method(), req.uri().path()) {
-        (&Method::GET | &Method::HEAD, "/healthz") => respond(StatusCode::OK, json!({"status": "ok"})),
+        (&Method::GET | &Method::HEAD, "/healthz") => {
+            respond(StatusCode::OK, json!({"status": "ok"}))
+        }
         (&Method::GET | &Method::HEAD, "/readyz") => match store.probe().await {
             Ok(()) => respond(StatusCode::OK, json!({"status": "ready"})),
             Err(e) => {
                 warn!(error = %e, "readiness probe failed");
-                respond(StatusCode::SERVICE_UNAVAILABLE, json!({"status": "unavailable", "error": e.to_string()}))
+                respond(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    json!({"status": "unavailable", "error": e.to_string()}),
+                )
             }
         },
         (_, "/healthz" | "/readyz") => error(StatusCode::METHOD_NOT_ALLOWED, "use GET"),
@@ -294,7 +370,11 @@ mod tests {
             ("application/x-www-form-urlencoded", false),
             ("multipart/form-data; boundary=x", false),
         ] {
-            assert_eq!(is_json_content_type(&HeaderValue::from_static(ct)), ok, "{ct}");
+            assert_eq!(
+                is_json_content_type(&HeaderValue::from_static(ct)),
+                ok,
+                "{ct}"
+            );
         }
     }
 }

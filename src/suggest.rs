@@ -3,7 +3,10 @@
 
 /// The candidate closest to `input` by edit distance, if it is close enough
 /// to be a plausible typo.
-pub fn did_you_mean<'a>(input: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub fn did_you_mean<'a>(
+    input: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     let limit = (input.chars().count() / 3).max(2);
     candidates
         .into_iter()

@@ -59,8 +59,14 @@ pub enum StoreError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
-    #[error("the store at {path} was written by a newer crisp-relay (schema {found}, this one knows {known}); upgrade crisp-relay or point store.path elsewhere")]
-    NewerSchema { path: String, found: i64, known: i64 },
+    #[error(
+        "the store at {path} was written by a newer crisp-relay (schema {found}, this one knows {known}); upgrade crisp-relay or point store.path elsewhere"
+    )]
+    NewerSchema {
+        path: String,
+        found: i64,
+        known: i64,
+    },
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
 }

@@ -53,8 +53,14 @@ const MAX_BATCH: usize = 1024;
 const ROWS_PER_INSERT: usize = 500;
 
 enum Request {
-    Accept { event: NewEvent, deliveries: Vec<NewDelivery>, reply: oneshot::Sender<Result<i64, Arc<sqlx::Error>>> },
-    Probe { reply: oneshot::Sender<Result<(), Arc<sqlx::Error>>> },
+    Accept {
+        event: NewEvent,
+        deliveries: Vec<NewDelivery>,
+        reply: oneshot::Sender<Result<i64, Arc<sqlx::Error>>>,
+    },
+    Probe {
+        reply: oneshot::Sender<Result<(), Arc<sqlx::Error>>>,
+    },
     /// Commit what is queued, then refuse new requests and stop.
     Close,
 }
@@ -80,7 +86,9 @@ pub struct SqliteStore {
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteStore").field("path", &self.path).finish()
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish()
     }
 }
 
@@ -98,18 +106,35 @@ impl SqliteStore {
     /// Opens (creating if needed) the store at `path`, applies the schema and
     /// starts the writer. `capacity` bounds the requests waiting for a commit.
     pub async fn open(path: &Path, capacity: usize) -> Result<Self, StoreError> {
-        let open_err = |source: Box<dyn std::error::Error + Send + Sync>| StoreError::Open { path: path.display().to_string(), source };
+        let open_err = |source: Box<dyn std::error::Error + Send + Sync>| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| open_err(Box::new(e)))?;
         }
-        let mut conn = SqliteConnection::connect_with(&options(path)).await.map_err(|e| open_err(Box::new(e)))?;
-        let version: i64 = sqlx::query_scalar("PRAGMA user_version").fetch_one(&mut conn).await?;
+        let mut conn = SqliteConnection::connect_with(&options(path))
+            .await
+            .map_err(|e| open_err(Box::new(e)))?;
+        let version: i64 = sqlx::query_scalar("PRAGMA user_version")
+            .fetch_one(&mut conn)
+            .await?;
         if version > SCHEMA_VERSION {
-            return Err(StoreError::NewerSchema { path: path.display().to_string(), found: version, known: SCHEMA_VERSION });
+            return Err(StoreError::NewerSchema {
+                path: path.display().to_string(),
+                found: version,
+                known: SCHEMA_VERSION,
+            });
         }
         sqlx::raw_sql(SCHEMA).execute(&mut conn).await?;
-        sqlx::query(AssertSqlSafe(format!("PRAGMA user_version = {SCHEMA_VERSION}"))).execute(&mut conn).await?;
-        let next_id: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) + 1 FROM events").fetch_one(&mut conn).await?;
+        sqlx::query(AssertSqlSafe(format!(
+            "PRAGMA user_version = {SCHEMA_VERSION}"
+        )))
+        .execute(&mut conn)
+        .await?;
+        let next_id: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) + 1 FROM events")
+            .fetch_one(&mut conn)
+            .await?;
 
         let reads = SqlitePoolOptions::new()
             .max_connections(2)
@@ -119,18 +144,35 @@ impl SqliteStore {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let stats = Arc::new(StoreStats::default());
         let writer = tokio::spawn(writer(conn, rx, next_id, stats.clone()));
-        Ok(Self { tx, reads, capacity, stats, writer: Arc::new(tokio::sync::Mutex::new(Some(writer))), path: path.to_owned() })
+        Ok(Self {
+            tx,
+            reads,
+            capacity,
+            stats,
+            writer: Arc::new(tokio::sync::Mutex::new(Some(writer))),
+            path: path.to_owned(),
+        })
     }
 
     /// Stores `event` and `deliveries` and returns the event's id once both
     /// are committed. Fails at once with [`StoreError::Full`] when
     /// `capacity` requests already wait for a commit.
-    pub async fn accept(&self, event: NewEvent, deliveries: Vec<NewDelivery>) -> Result<i64, StoreError> {
+    pub async fn accept(
+        &self,
+        event: NewEvent,
+        deliveries: Vec<NewDelivery>,
+    ) -> Result<i64, StoreError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.try_send(Request::Accept { event, deliveries, reply }).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => StoreError::Full(self.capacity),
-            mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
-        })?;
+        self.tx
+            .try_send(Request::Accept {
+                event,
+                deliveries,
+                reply,
+            })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => StoreError::Full(self.capacity),
+                mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
+            })?;
         match rx.await {
             Ok(Ok(id)) => Ok(id),
             Ok(Err(e)) => Err(StoreError::Db(unwrap_arc(e))),
@@ -141,10 +183,12 @@ impl SqliteStore {
     /// Proves the store takes writes (a tiny write through the writer).
     pub async fn probe(&self) -> Result<(), StoreError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.try_send(Request::Probe { reply }).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => StoreError::Full(self.capacity),
-            mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
-        })?;
+        self.tx
+            .try_send(Request::Probe { reply })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => StoreError::Full(self.capacity),
+                mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
+            })?;
         match rx.await {
             Ok(r) => r.map_err(|e| StoreError::Db(unwrap_arc(e))),
             Err(_) => Err(StoreError::Closed),
@@ -167,12 +211,17 @@ impl SqliteStore {
     }
 
     pub async fn event_count(&self) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM events").fetch_one(&self.reads).await?)
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM events")
+            .fetch_one(&self.reads)
+            .await?)
     }
 
     /// The stored body of event `id`.
     pub async fn event_body(&self, id: i64) -> Result<Option<String>, StoreError> {
-        Ok(sqlx::query_scalar("SELECT body FROM events WHERE id = ?").bind(id).fetch_optional(&self.reads).await?)
+        Ok(sqlx::query_scalar("SELECT body FROM events WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.reads)
+            .await?)
     }
 
     /// All delivery rows, oldest first.
@@ -203,7 +252,12 @@ fn unwrap_arc(e: Arc<sqlx::Error>) -> sqlx::Error {
 
 /// The single writer: takes every request waiting, commits them in one
 /// transaction, then answers each.
-async fn writer(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Request>, mut next_id: i64, stats: Arc<StoreStats>) {
+async fn writer(
+    mut conn: SqliteConnection,
+    mut rx: mpsc::Receiver<Request>,
+    mut next_id: i64,
+    stats: Arc<StoreStats>,
+) {
     let mut batch: Vec<Request> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.recv().await {
         batch.push(first);
@@ -218,13 +272,18 @@ async fn writer(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Request>, mut
         }
         let first_id = next_id;
         let result = commit(&mut conn, &batch, first_id).await;
-        let accepted = batch.iter().filter(|r| matches!(r, Request::Accept { .. })).count();
+        let accepted = batch
+            .iter()
+            .filter(|r| matches!(r, Request::Accept { .. }))
+            .count();
         match result {
             Ok(()) => {
                 next_id += accepted as i64;
                 stats.commits.fetch_add(1, Ordering::Relaxed);
                 stats.events.fetch_add(accepted as u64, Ordering::Relaxed);
-                stats.max_batch.fetch_max(accepted as u64, Ordering::Relaxed);
+                stats
+                    .max_batch
+                    .fetch_max(accepted as u64, Ordering::Relaxed);
                 let mut id = first_id;
                 for req in batch.drain(..) {
                     match req {
@@ -254,7 +313,11 @@ async fn writer(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Request>, mut
                     }
                 }
                 // Ids of a failed batch may be reused: nothing was written.
-                if let Ok(id) = sqlx::query_scalar::<_, i64>("SELECT COALESCE(MAX(id), 0) + 1 FROM events").fetch_one(&mut conn).await {
+                if let Ok(id) =
+                    sqlx::query_scalar::<_, i64>("SELECT COALESCE(MAX(id), 0) + 1 FROM events")
+                        .fetch_one(&mut conn)
+                        .await
+                {
                     next_id = id;
                 }
             }
@@ -263,27 +326,46 @@ async fn writer(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Request>, mut
     let _ = conn.close().await;
 }
 
-async fn commit(conn: &mut SqliteConnection, batch: &[Request], first_id: i64) -> Result<(), sqlx::Error> {
+async fn commit(
+    conn: &mut SqliteConnection,
+    batch: &[Request],
+    first_id: i64,
+) -> Result<(), sqlx::Error> {
     let now = crate::now_ms();
     let mut tx = conn.begin().await?;
     let events: Vec<(i64, &NewEvent, &[NewDelivery])> = batch
         .iter()
         .filter_map(|r| match r {
-            Request::Accept { event, deliveries, .. } => Some((event, deliveries.as_slice())),
+            Request::Accept {
+                event, deliveries, ..
+            } => Some((event, deliveries.as_slice())),
             Request::Probe { .. } | Request::Close => None,
         })
         .enumerate()
         .map(|(i, (e, d))| (first_id + i as i64, e, d))
         .collect();
     for chunk in events.chunks(ROWS_PER_INSERT) {
-        let sql = values_sql("INSERT INTO events (id, received_at, website_id, name, timestamp, body) VALUES ", 6, chunk.len());
+        let sql = values_sql(
+            "INSERT INTO events (id, received_at, website_id, name, timestamp, body) VALUES ",
+            6,
+            chunk.len(),
+        );
         let mut q = sqlx::query(AssertSqlSafe(sql));
         for (id, e, _) in chunk {
-            q = q.bind(id).bind(e.received_at_ms).bind(&e.website_id).bind(&e.name).bind(e.timestamp_ms).bind(&e.body);
+            q = q
+                .bind(id)
+                .bind(e.received_at_ms)
+                .bind(&e.website_id)
+                .bind(&e.name)
+                .bind(e.timestamp_ms)
+                .bind(&e.body);
         }
         q.execute(&mut *tx).await?;
     }
-    let deliveries: Vec<(i64, &NewDelivery)> = events.iter().flat_map(|(id, _, ds)| ds.iter().map(move |d| (*id, d))).collect();
+    let deliveries: Vec<(i64, &NewDelivery)> = events
+        .iter()
+        .flat_map(|(id, _, ds)| ds.iter().map(move |d| (*id, d)))
+        .collect();
     for chunk in deliveries.chunks(ROWS_PER_INSERT) {
         let sql = values_sql(
             "INSERT INTO deliveries (event_id, route, target, template, next_attempt_at, created_at, updated_at) VALUES ",
@@ -292,7 +374,14 @@ async fn commit(conn: &mut SqliteConnection, batch: &[Request], first_id: i64) -
         );
         let mut q = sqlx::query(AssertSqlSafe(sql));
         for (id, d) in chunk {
-            q = q.bind(id).bind(&d.route).bind(&d.target).bind(&d.template).bind(now).bind(now).bind(now);
+            q = q
+                .bind(id)
+                .bind(&d.route)
+                .bind(&d.target)
+                .bind(&d.template)
+                .bind(now)
+                .bind(now)
+                .bind(now);
         }
         q.execute(&mut *tx).await?;
     }

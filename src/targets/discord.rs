@@ -24,13 +24,17 @@ pub const USERNAME_MAX: usize = 80;
 /// version (the default version is deprecated v6), and adds `wait=true` so a
 /// message Discord drops is an error rather than a silent 204.
 pub fn normalise_url(mut url: url::Url) -> Result<WebhookUrl, String> {
-    let segments: Vec<String> = url.path_segments().map(|s| s.map(str::to_owned).collect()).unwrap_or_default();
+    let segments: Vec<String> = url
+        .path_segments()
+        .map(|s| s.map(str::to_owned).collect())
+        .unwrap_or_default();
     let Some(at) = segments.iter().position(|s| s == "webhooks") else {
         return Err("the path has no `/webhooks/ID/TOKEN` part".into());
     };
     let (id, token) = (segments.get(at + 1), segments.get(at + 2));
     match (id, token) {
-        (Some(id), Some(token)) if !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()) && !token.is_empty() => {}
+        (Some(id), Some(token))
+            if !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()) && !token.is_empty() => {}
         _ => return Err("expected `/webhooks/ID/TOKEN` with a numeric ID".into()),
     }
     let mut segments = segments;
@@ -40,8 +44,15 @@ pub fn normalise_url(mut url: url::Url) -> Result<WebhookUrl, String> {
         keep += 1;
     }
     url.set_path(&segments.join("/"));
-    let pairs: Vec<(String, String)> = url.query_pairs().filter(|(k, _)| k != "wait").map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
-    url.query_pairs_mut().clear().extend_pairs(pairs).append_pair("wait", "true");
+    let pairs: Vec<(String, String)> = url
+        .query_pairs()
+        .filter(|(k, _)| k != "wait")
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    url.query_pairs_mut()
+        .clear()
+        .extend_pairs(pairs)
+        .append_pair("wait", "true");
     Ok(WebhookUrl::new(url, keep))
 }
 
@@ -58,14 +69,18 @@ pub fn body(target: &Target, rendered: Rendered) -> Result<Value, BuildError> {
         }
         Rendered::Json(v) => object(TargetKind::Discord, v)?,
         Rendered::Event => {
-            return Err(BuildError::Invalid("a Discord target needs a template".into()));
+            return Err(BuildError::Invalid(
+                "a Discord target needs a template".into(),
+            ));
         }
     };
     if let Some(name) = &target.username {
-        map.entry("username").or_insert_with(|| Value::String(name.clone()));
+        map.entry("username")
+            .or_insert_with(|| Value::String(name.clone()));
     }
     if let Some(avatar) = &target.avatar_url {
-        map.entry("avatar_url").or_insert_with(|| Value::String(avatar.clone()));
+        map.entry("avatar_url")
+            .or_insert_with(|| Value::String(avatar.clone()));
     }
     match map.get("allowed_mentions") {
         Some(Value::Object(_)) => {}
@@ -74,8 +89,14 @@ pub fn body(target: &Target, rendered: Rendered) -> Result<Value, BuildError> {
         }
     }
     fit(&mut map);
-    let has_content = map.get("content").and_then(Value::as_str).is_some_and(|c| !c.trim().is_empty());
-    let has_embeds = map.get("embeds").and_then(Value::as_array).is_some_and(|e| !e.is_empty());
+    let has_content = map
+        .get("content")
+        .and_then(Value::as_str)
+        .is_some_and(|c| !c.trim().is_empty());
+    let has_embeds = map
+        .get("embeds")
+        .and_then(Value::as_array)
+        .is_some_and(|e| !e.is_empty());
     let has_other = ["components", "poll"].iter().any(|k| map.contains_key(*k));
     if !has_content && !has_embeds && !has_other {
         return Err(BuildError::Invalid("Discord body has neither `content` nor `embeds` (Discord answers 50006 \"Cannot send an empty message\")".into()));
@@ -91,7 +112,9 @@ pub fn fit(map: &mut Map<String, Value>) {
     if let Some(u) = map.get_mut("username") {
         fit_string(u, USERNAME_MAX);
     }
-    let Some(Value::Array(embeds)) = map.get_mut("embeds") else { return };
+    let Some(Value::Array(embeds)) = map.get_mut("embeds") else {
+        return;
+    };
     embeds.truncate(EMBEDS_MAX);
     for embed in embeds.iter_mut() {
         let Value::Object(e) = embed else { continue };
@@ -129,7 +152,10 @@ pub fn fit(map: &mut Map<String, Value>) {
     // C for which the capped total fits (water-filling), so short texts such
     // as titles and field names stay whole and long ones share the cuts.
     let mut texts = embed_texts(embeds);
-    let lens: Vec<usize> = texts.iter().map(|v| text_len(v.as_str().unwrap_or(""))).collect();
+    let lens: Vec<usize> = texts
+        .iter()
+        .map(|v| text_len(v.as_str().unwrap_or("")))
+        .collect();
     if lens.iter().sum::<usize>() <= EMBEDS_TOTAL_MAX {
         return;
     }
@@ -137,7 +163,11 @@ pub fn fit(map: &mut Map<String, Value>) {
     let (mut lo, mut hi) = (0usize, lens.iter().copied().max().unwrap_or(0));
     while lo < hi {
         let mid = (lo + hi).div_ceil(2);
-        if capped_total(mid) <= EMBEDS_TOTAL_MAX { lo = mid } else { hi = mid - 1 }
+        if capped_total(mid) <= EMBEDS_TOTAL_MAX {
+            lo = mid
+        } else {
+            hi = mid - 1
+        }
     }
     for (v, &len) in texts.iter_mut().zip(&lens) {
         if len > lo {
@@ -154,8 +184,12 @@ fn embed_texts(embeds: &mut [Value]) -> Vec<&mut Value> {
         for (key, value) in e.iter_mut() {
             match (key.as_str(), value) {
                 ("title" | "description", v @ Value::String(_)) => out.push(v),
-                ("author", Value::Object(a)) => out.extend(a.get_mut("name").filter(|v| v.is_string())),
-                ("footer", Value::Object(f)) => out.extend(f.get_mut("text").filter(|v| v.is_string())),
+                ("author", Value::Object(a)) => {
+                    out.extend(a.get_mut("name").filter(|v| v.is_string()))
+                }
+                ("footer", Value::Object(f)) => {
+                    out.extend(f.get_mut("text").filter(|v| v.is_string()))
+                }
                 ("fields", Value::Array(fields)) => {
                     for field in fields.iter_mut() {
                         if let Value::Object(f) = field {
@@ -178,7 +212,10 @@ fn embed_texts(embeds: &mut [Value]) -> Vec<&mut Value> {
 pub fn embeds_total(body: &Value) -> usize {
     let mut body = body.clone();
     match body.get_mut("embeds") {
-        Some(Value::Array(e)) => embed_texts(e).iter().map(|v| text_len(v.as_str().unwrap_or(""))).sum(),
+        Some(Value::Array(e)) => embed_texts(e)
+            .iter()
+            .map(|v| text_len(v.as_str().unwrap_or("")))
+            .sum(),
         _ => 0,
     }
 }
@@ -191,10 +228,19 @@ mod tests {
     fn url_normalisation() {
         let u = |s: &str| normalise_url(url::Url::parse(s).unwrap());
         let n = u("https://discord.com/api/webhooks/123/tok").unwrap();
-        assert_eq!(n.expose().as_str(), "https://discord.com/api/v10/webhooks/123/tok?wait=true");
-        assert_eq!(n.redacted(), "https://discord.com/api/v10/webhooks/123/***?wait=true");
+        assert_eq!(
+            n.expose().as_str(),
+            "https://discord.com/api/v10/webhooks/123/tok?wait=true"
+        );
+        assert_eq!(
+            n.redacted(),
+            "https://discord.com/api/v10/webhooks/123/***?wait=true"
+        );
         let n = u("https://discord.com/api/v9/webhooks/123/tok?thread_id=5&wait=false").unwrap();
-        assert_eq!(n.expose().as_str(), "https://discord.com/api/v9/webhooks/123/tok?thread_id=5&wait=true");
+        assert_eq!(
+            n.expose().as_str(),
+            "https://discord.com/api/v9/webhooks/123/tok?thread_id=5&wait=true"
+        );
         assert!(u("https://discord.com/api/webhooks/abc/tok").is_err());
         assert!(u("https://discord.com/api/webhooks/123").is_err());
         assert!(u("https://example.com/hook").is_err());
@@ -203,7 +249,9 @@ mod tests {
     #[test]
     fn fits_limits() {
         let long = "x".repeat(5000);
-        let fields: Vec<Value> = (0..30).map(|_| json!({"name": long, "value": long})).collect();
+        let fields: Vec<Value> = (0..30)
+            .map(|_| json!({"name": long, "value": long}))
+            .collect();
         let mut map = json!({
             "content": long,
             "embeds": (0..12).map(|_| json!({"title": long, "description": long, "fields": fields, "footer": {"text": long}, "author": {"name": long}})).collect::<Vec<_>>()
@@ -212,7 +260,11 @@ mod tests {
         fit(m);
         assert_eq!(text_len(map["content"].as_str().unwrap()), CONTENT_MAX);
         assert_eq!(map["embeds"].as_array().unwrap().len(), EMBEDS_MAX);
-        assert!(embeds_total(&map) <= EMBEDS_TOTAL_MAX, "{}", embeds_total(&map));
+        assert!(
+            embeds_total(&map) <= EMBEDS_TOTAL_MAX,
+            "{}",
+            embeds_total(&map)
+        );
         let e = &map["embeds"][0];
         assert!(text_len(e["title"].as_str().unwrap()) <= TITLE_MAX);
         assert!(e["fields"].as_array().unwrap().len() <= FIELDS_MAX);

@@ -18,8 +18,11 @@ use crate::secret::{Secret, WebhookUrl};
 
 /// The `User-Agent` for Discord, which requires the form
 /// `DiscordBot ($url, $versionNumber)` (requests without it may be blocked).
-pub const DISCORD_USER_AGENT: &str =
-    concat!("DiscordBot (https://github.com/crisp-relay/crisp-relay, ", env!("CARGO_PKG_VERSION"), ") crisp-relay");
+pub const DISCORD_USER_AGENT: &str = concat!(
+    "DiscordBot (https://github.com/crisp-relay/crisp-relay, ",
+    env!("CARGO_PKG_VERSION"),
+    ") crisp-relay"
+);
 
 /// The `User-Agent` for every other destination.
 pub const USER_AGENT: &str = concat!("crisp-relay/", env!("CARGO_PKG_VERSION"));
@@ -53,16 +56,35 @@ pub struct OutgoingRequest {
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum BuildError {
     #[error("{kind} body must be a JSON object, the template produced {found}")]
-    NotObject { kind: TargetKind, found: &'static str },
+    NotObject {
+        kind: TargetKind,
+        found: &'static str,
+    },
     #[error("{0}")]
     Invalid(String),
 }
 
 /// Builds the request for `target` from `rendered`; `event` is the envelope
 /// (sent as is when no template applies).
-pub fn build(target: &Target, rendered: Rendered, event: &Value) -> Result<OutgoingRequest, BuildError> {
-    let ua = if target.kind == TargetKind::Discord { DISCORD_USER_AGENT } else { USER_AGENT };
-    let json_headers = || vec![("Content-Type".to_owned(), HeaderValue::Plain("application/json")), ("User-Agent".to_owned(), HeaderValue::Plain(ua))];
+pub fn build(
+    target: &Target,
+    rendered: Rendered,
+    event: &Value,
+) -> Result<OutgoingRequest, BuildError> {
+    let ua = if target.kind == TargetKind::Discord {
+        DISCORD_USER_AGENT
+    } else {
+        USER_AGENT
+    };
+    let json_headers = || {
+        vec![
+            (
+                "Content-Type".to_owned(),
+                HeaderValue::Plain("application/json"),
+            ),
+            ("User-Agent".to_owned(), HeaderValue::Plain(ua)),
+        ]
+    };
     match target.kind {
         TargetKind::Stdout => {
             let body = match rendered {
@@ -70,7 +92,12 @@ pub fn build(target: &Target, rendered: Rendered, event: &Value) -> Result<Outgo
                 Rendered::Json(v) => Body::Json(v),
                 Rendered::Event => Body::Json(event.clone()),
             };
-            Ok(OutgoingRequest { method: "PRINT", url: None, headers: Vec::new(), body })
+            Ok(OutgoingRequest {
+                method: "PRINT",
+                url: None,
+                headers: Vec::new(),
+                body,
+            })
         }
         kind => {
             // A disabled target (empty url) still gets its body built, so
@@ -79,13 +106,22 @@ pub fn build(target: &Target, rendered: Rendered, event: &Value) -> Result<Outgo
             let (method, body, mut headers) = match kind {
                 TargetKind::Discord => ("POST", discord::body(target, rendered)?, json_headers()),
                 TargetKind::Slack => ("POST", slack::body(rendered)?, json_headers()),
-                _ => (target.method, webhook::body(rendered, event)?, json_headers()),
+                _ => (
+                    target.method,
+                    webhook::body(rendered, event)?,
+                    json_headers(),
+                ),
             };
             for (name, value) in &target.headers {
                 headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
                 headers.push((name.clone(), HeaderValue::Secret(value.clone())));
             }
-            Ok(OutgoingRequest { method, url, headers, body: Body::Json(body) })
+            Ok(OutgoingRequest {
+                method,
+                url,
+                headers,
+                body: Body::Json(body),
+            })
         }
     }
 }
@@ -93,7 +129,10 @@ pub fn build(target: &Target, rendered: Rendered, event: &Value) -> Result<Outgo
 fn object(kind: TargetKind, v: Value) -> Result<serde_json::Map<String, Value>, BuildError> {
     match v {
         Value::Object(map) => Ok(map),
-        other => Err(BuildError::NotObject { kind, found: crate::event::type_name(&other) }),
+        other => Err(BuildError::NotObject {
+            kind,
+            found: crate::event::type_name(&other),
+        }),
     }
 }
 
@@ -117,8 +156,12 @@ pub fn validate_url(kind: TargetKind, text: &str) -> Result<WebhookUrl, String> 
 /// What a valid URL looks like, for hints.
 pub fn url_example(kind: TargetKind) -> &'static str {
     match kind {
-        TargetKind::Discord => "a Discord webhook URL looks like https://discord.com/api/webhooks/ID/TOKEN (channel settings → Integrations → Webhooks)",
-        TargetKind::Slack => "a Slack incoming webhook URL looks like https://hooks.slack.com/services/T…/B…/…",
+        TargetKind::Discord => {
+            "a Discord webhook URL looks like https://discord.com/api/webhooks/ID/TOKEN (channel settings → Integrations → Webhooks)"
+        }
+        TargetKind::Slack => {
+            "a Slack incoming webhook URL looks like https://hooks.slack.com/services/T…/B…/…"
+        }
         _ => "write an http:// or https:// URL",
     }
 }

@@ -27,16 +27,31 @@ pub fn body(rendered: Rendered) -> Result<Value, BuildError> {
             m
         }
         Rendered::Json(v) => object(TargetKind::Slack, v)?,
-        Rendered::Event => return Err(BuildError::Invalid("a Slack target needs a template".into())),
+        Rendered::Event => {
+            return Err(BuildError::Invalid(
+                "a Slack target needs a template".into(),
+            ));
+        }
     };
     map.remove("link_names");
     map.remove("parse");
     fit(&mut map);
-    let has_text = map.get("text").and_then(Value::as_str).is_some_and(|t| !t.trim().is_empty());
-    let has_blocks = map.get("blocks").and_then(Value::as_array).is_some_and(|b| !b.is_empty());
-    let has_attachments = map.get("attachments").and_then(Value::as_array).is_some_and(|a| !a.is_empty());
+    let has_text = map
+        .get("text")
+        .and_then(Value::as_str)
+        .is_some_and(|t| !t.trim().is_empty());
+    let has_blocks = map
+        .get("blocks")
+        .and_then(Value::as_array)
+        .is_some_and(|b| !b.is_empty());
+    let has_attachments = map
+        .get("attachments")
+        .and_then(Value::as_array)
+        .is_some_and(|a| !a.is_empty());
     if !has_text && !has_blocks && !has_attachments {
-        return Err(BuildError::Invalid("Slack body has neither `text` nor `blocks` (Slack answers `no_text`)".into()));
+        return Err(BuildError::Invalid(
+            "Slack body has neither `text` nor `blocks` (Slack answers `no_text`)".into(),
+        ));
     }
     Ok(Value::Object(map))
 }
@@ -46,12 +61,22 @@ pub fn fit(map: &mut Map<String, Value>) {
     if let Some(t) = map.get_mut("text") {
         fit_string(t, TEXT_MAX);
     }
-    let Some(Value::Array(blocks)) = map.get_mut("blocks") else { return };
+    let Some(Value::Array(blocks)) = map.get_mut("blocks") else {
+        return;
+    };
     blocks.truncate(BLOCKS_MAX);
     for block in blocks.iter_mut() {
         let Value::Object(b) = block else { continue };
-        let kind = b.get("type").and_then(Value::as_str).unwrap_or("").to_owned();
-        let text_max = if kind == "header" { HEADER_TEXT_MAX } else { BLOCK_TEXT_MAX };
+        let kind = b
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        let text_max = if kind == "header" {
+            HEADER_TEXT_MAX
+        } else {
+            BLOCK_TEXT_MAX
+        };
         fit_text_object(b.get_mut("text"), text_max);
         if let Some(Value::Array(fields)) = b.get_mut("fields") {
             fields.truncate(SECTION_FIELDS_MAX);
@@ -102,13 +127,22 @@ mod tests {
             .map(|_| json!({"type": "section", "text": {"type": "mrkdwn", "text": long},
                 "fields": (0..12).map(|_| json!({"type": "mrkdwn", "text": long})).collect::<Vec<_>>()}))
             .collect();
-        let v = body(Rendered::Json(json!({"text": "x", "link_names": 1, "parse": "full", "blocks": blocks,
-        }))).unwrap();
+        let v = body(Rendered::Json(
+            json!({"text": "x", "link_names": 1, "parse": "full", "blocks": blocks,
+            }),
+        ))
+        .unwrap();
         assert!(v.get("link_names").is_none() && v.get("parse").is_none());
         let blocks = v["blocks"].as_array().unwrap();
         assert_eq!(blocks.len(), BLOCKS_MAX);
-        assert_eq!(text_len(blocks[0]["text"]["text"].as_str().unwrap()), BLOCK_TEXT_MAX);
-        assert_eq!(blocks[0]["fields"].as_array().unwrap().len(), SECTION_FIELDS_MAX);
+        assert_eq!(
+            text_len(blocks[0]["text"]["text"].as_str().unwrap()),
+            BLOCK_TEXT_MAX
+        );
+        assert_eq!(
+            blocks[0]["fields"].as_array().unwrap().len(),
+            SECTION_FIELDS_MAX
+        );
         assert!(body(Rendered::Text("  ".into())).is_err());
     }
 }

@@ -1,0 +1,261 @@
+//! Helpers that read like a user's actions: write a config, start the relay,
+//! post an event, kill it, look in the store.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const KEY: &str = "test-key-0123456789";
+
+/// The crate root (for shipped templates, relay.yaml and fixtures).
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The sample Crisp events shipped with the tests.
+pub fn fixtures_dir() -> PathBuf {
+    root().join("tests/fixtures/crisp-events")
+}
+
+pub fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(fixtures_dir().join(name)).unwrap_or_else(|e| panic!("fixture {name}: {e}"))
+}
+
+/// Every sample event file name, sorted.
+pub fn fixture_names() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(fixtures_dir())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".json"))
+        .collect();
+    names.sort();
+    names
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_crisp-relay")
+}
+
+/// A scratch directory with a config file (and the shipped templates copied
+/// in), removed when dropped.
+pub struct Workdir {
+    pub dir: tempfile::TempDir,
+}
+
+impl Workdir {
+    /// `config` is the YAML text; the shipped `templates/` is copied beside it.
+    pub fn new(config: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("relay.yaml"), config).unwrap();
+        let templates = dir.path().join("templates");
+        std::fs::create_dir_all(&templates).unwrap();
+        for entry in std::fs::read_dir(root().join("templates")).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), templates.join(entry.file_name())).unwrap();
+        }
+        Self { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("relay.yaml")
+    }
+
+    pub fn write(&self, rel: &str, text: &str) {
+        let p = self.dir.path().join(rel);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
+        std::fs::write(p, text).unwrap();
+    }
+
+    /// Runs `crisp-relay <args> -c relay.yaml` to completion.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.run_with_env(args, &[])
+    }
+
+    pub fn run_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut cmd = Command::new(bin());
+        cmd.args(args)
+            .arg("-c")
+            .arg(self.config_path())
+            .env_remove("RUST_LOG")
+            .env("CRISP_HOOK_KEY", KEY);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    }
+}
+
+/// A minimal config with every listener on 127.0.0.1:0 and the store in
+/// the work dir; `extra` is appended (targets and routes).
+pub fn config_with(extra: &str) -> String {
+    format!(
+        "server:\n  listen: 127.0.0.1:0\n  path: /crisp/hooks\n  keys: [\"${{CRISP_HOOK_KEY}}\"]\n  max_body: 64KiB\n\
+         admin:\n  listen: 127.0.0.1:0\nstore:\n  path: data/relay.db\ntemplates: templates\n{extra}"
+    )
+}
+
+/// The default test config: a console target that receives every event.
+pub fn default_config() -> String {
+    config_with("targets:\n  console: {kind: stdout}\nroutes:\n  - name: all\n    to: [console]\n")
+}
+
+/// A running relay process.
+pub struct TestApp {
+    pub work: Workdir,
+    pub child: Child,
+    pub ingest: SocketAddr,
+    pub admin: SocketAddr,
+    pub client: reqwest::Client,
+    pub logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl TestApp {
+    /// Starts the relay with the default test config.
+    pub async fn spawn() -> Self {
+        Self::spawn_with(&default_config()).await
+    }
+
+    pub async fn spawn_with(config: &str) -> Self {
+        Self::spawn_in(Workdir::new(config), &[]).await
+    }
+
+    /// Starts `crisp-relay serve` in `work` and waits until both listeners
+    /// are up (it logs their addresses).
+    pub async fn spawn_in(work: Workdir, env: &[(&str, &str)]) -> Self {
+        let mut cmd = Command::new(bin());
+        cmd.arg("serve")
+            .arg("-c")
+            .arg(work.config_path())
+            .env("CRISP_HOOK_KEY", KEY)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("listening") {
+                    let _ = tx.send(line.clone());
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let mut ingest = None;
+        let mut admin = None;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while ingest.is_none() || admin.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = rx.recv_timeout(left).unwrap_or_else(|_| {
+                let _ = child.kill();
+                panic!(
+                    "relay did not start; logs:\n{}",
+                    logs.lock().unwrap().join("\n")
+                )
+            });
+            let addr: SocketAddr = line
+                .split("addr=")
+                .nth(1)
+                .unwrap()
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+            if line.contains("\"ingest\"") {
+                ingest = Some(addr);
+            } else if line.contains("\"admin\"") {
+                admin = Some(addr);
+            }
+        }
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        Self {
+            work,
+            child,
+            ingest: ingest.unwrap(),
+            admin: admin.unwrap(),
+            client,
+            logs,
+        }
+    }
+
+    pub fn hook_url(&self, key: &str) -> String {
+        format!("http://{}/crisp/hooks?key={key}", self.ingest)
+    }
+
+    /// POSTs `body` as Crisp does (JSON, the right key).
+    pub async fn post_event(&self, body: impl Into<reqwest::Body>) -> reqwest::Response {
+        self.client
+            .post(self.hook_url(KEY))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn admin_get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("http://{}{path}", self.admin))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// SIGKILL: no chance to clean up.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        self.child.wait().unwrap()
+    }
+
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().join("\n")
+    }
+
+    pub fn store_path(&self) -> PathBuf {
+        self.work.path().join("data/relay.db")
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Opens a store file (after the relay stopped) to look inside.
+pub async fn open_store(path: &Path) -> crisp_relay::store::SqliteStore {
+    crisp_relay::store::SqliteStore::open(path, 16)
+        .await
+        .unwrap()
+}

@@ -1,0 +1,10 @@
+//! One integration-test binary (faster to link than one per file). Each
+//! module drives the real `crisp-relay` binary: a server on 127.0.0.1:0, or
+//! the `check` / `render` commands.
+
+mod helpers;
+
+mod cli;
+mod config_errors;
+mod ingest;
+mod rendering;
