@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::app::Relay;
+use crate::app::{LoadError, Relay};
 use crate::event::Event;
 use crate::targets::{Body, HeaderValue, OutgoingRequest};
 
@@ -78,6 +78,18 @@ pub fn main() -> ExitCode {
     crate::telemetry::init(&cli.log_level);
     let relay = match Relay::load(&cli.config) {
         Ok(r) => r,
+        Err(LoadError::Config(errors)) => {
+            for e in &errors.0 {
+                eprintln!("error: {e}");
+            }
+            return ExitCode::from(2);
+        }
+        Err(LoadError::Templates(errors)) => {
+            for e in &errors {
+                eprintln!("error: {e}");
+            }
+            return ExitCode::from(2);
+        }
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
@@ -277,12 +289,12 @@ fn write_human(out: &mut impl Write, j: &Value) -> std::io::Result<()> {
 fn check(relay: &Relay, events: Option<&Path>) -> ExitCode {
     let cfg = &relay.config;
     let enabled = cfg.enabled_targets().count();
+    let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
     println!(
-        "{}: ok — {} routes, {} targets ({} enabled), templates in {}",
+        "{}: ok — {}, {} ({enabled} enabled), templates in {}",
         cfg.file,
-        cfg.router.routes().len(),
-        cfg.targets.len(),
-        enabled,
+        plural(cfg.router.routes().len(), "route"),
+        plural(cfg.targets.len(), "target"),
         cfg.templates_dir.display()
     );
     for t in cfg.targets.iter().filter(|t| !t.enabled) {

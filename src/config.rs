@@ -8,7 +8,7 @@
 //! supplies the environment; template files are checked afterwards by
 //! [`Config::check_templates`].
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -519,7 +519,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 /// Turns a serde-saphyr error into our format, adding "did you mean" hints to
-/// unknown fields and variants.
+/// unknown fields and rewording the parser's terse type messages.
 fn yaml_error(file: &str, err: &serde_saphyr::Error) -> ConfigError {
     let plain = err.without_snippet();
     let (line, column) = plain
@@ -536,17 +536,55 @@ fn yaml_error(file: &str, err: &serde_saphyr::Error) -> ConfigError {
         file: file.to_owned(),
         line,
         column,
-        message,
+        message: reword_yaml_message(message),
         hint,
     }
 }
 
-/// From serde's "unknown field `x`, expected one of `a`, `b`" (or "expected
-/// `a`"), a hint naming the closest expected field.
+/// Says in a user's words what serde-saphyr says in a parser's.
+fn reword_yaml_message(message: String) -> String {
+    if let Some(rest) = message.strip_prefix("duplicate mapping key") {
+        let key = rest
+            .split(", set DuplicateKeyPolicy")
+            .next()
+            .unwrap_or_default()
+            .trim_start_matches(':')
+            .trim();
+        return if key.is_empty() {
+            "a key appears twice in this mapping".into()
+        } else {
+            format!("key `{key}` appears twice in this mapping")
+        };
+    }
+    match message.as_str() {
+        "expected sequence start" => "expected a list here, e.g. `[a, b]`".into(),
+        "expected mapping start" => {
+            "expected a mapping here (`key: value` lines or `{key: value}`)".into()
+        }
+        "invalid boolean" => "expected true or false".into(),
+        "invalid u8" | "invalid u16" | "invalid u32" | "invalid u64" | "invalid usize" => {
+            "expected a whole number (0 or more)".into()
+        }
+        _ => message,
+    }
+}
+
+/// From serde's "unknown field `x`, expected one of a, b" (serde-saphyr's
+/// form; serde's own is "expected one of `a`, `b`" or "expected `a`"), a hint
+/// naming the closest expected field.
 fn unknown_name_hint(message: &str) -> Option<String> {
     let rest = message.split("unknown field `").nth(1)?;
     let (got, expected) = rest.split_once('`')?;
-    let names: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+    let expected = expected.trim_start_matches(',').trim_start();
+    let list = expected
+        .strip_prefix("expected one of ")
+        .or_else(|| expected.strip_prefix("expected "))
+        .unwrap_or_default();
+    let names: Vec<&str> = list
+        .split(',')
+        .map(|n| n.trim().trim_matches('`'))
+        .filter(|n| !n.is_empty())
+        .collect();
     match did_you_mean(got, names.iter().copied()) {
         Some(s) => Some(format!("did you mean `{s}`?")),
         None if !names.is_empty() => Some(format!("allowed here: {}", names.join(", "))),
@@ -629,10 +667,14 @@ impl Config {
                 )
                 .map(|s| format!("did you mean `{s}`?"))
                 .or_else(|| {
-                    Some(format!(
-                        "create one of: {}",
-                        missing_paths(name, target.kind).join(", ")
-                    ))
+                    Some(if known.is_empty() {
+                        "create one of those files".to_owned()
+                    } else {
+                        format!(
+                            "create one of those files, or use an existing template: {}",
+                            known.join(", ")
+                        )
+                    })
                 });
                 errors.push(ConfigError {
                     file: self.file.clone(),
@@ -694,15 +736,21 @@ fn validate(ctx: &mut Ctx, raw: RawConfig, _file: &str, base_dir: &Path) -> Opti
 
     let mut routes = Vec::new();
     let mut template_refs = Vec::new();
-    let mut seen = HashSet::new();
+    let mut seen: HashMap<&str, u64> = HashMap::new();
     for r in &raw.routes {
         let route = &r.value;
-        if !seen.insert(route.name.value.clone()) {
+        let name_line = route.name.referenced.line();
+        if let Some(&first) = seen.get(route.name.value.as_str()) {
             ctx.err(
                 &route.name,
-                format!("route name `{}` is used twice", route.name.value),
+                format!(
+                    "route name `{}` is used twice (first on line {first})",
+                    route.name.value
+                ),
                 Some("give each route its own name".into()),
             );
+        } else {
+            seen.insert(&route.name.value, name_line);
         }
         let conditions = match &route.matcher {
             Some(m) => compile_match(ctx, &route.name.value, &m.value),
@@ -1257,6 +1305,36 @@ mod tests {
                 Err(w) => assert_eq!(got.as_ref().unwrap_err(), w, "{input}"),
             }
         }
+    }
+
+    #[test]
+    fn unknown_field_hints() {
+        let cases = [
+            (
+                "unknown field `lisen`, expected one of listen, path, keys",
+                Some("did you mean `listen`?"),
+            ),
+            (
+                "unknown field `lisen`, expected one of `listen`, `path`",
+                Some("did you mean `listen`?"),
+            ),
+            (
+                "unknown field `zzzzzz`, expected `kind`",
+                Some("allowed here: kind"),
+            ),
+            ("unknown field `x`, there are no fields", None),
+            ("invalid boolean", None),
+        ];
+        for (message, want) in cases {
+            assert_eq!(unknown_name_hint(message).as_deref(), want, "{message}");
+        }
+        assert_eq!(
+            reword_yaml_message(
+                "duplicate mapping key: path, set DuplicateKeyPolicy in Options if acceptable"
+                    .into()
+            ),
+            "key `path` appears twice in this mapping"
+        );
     }
 
     #[test]

@@ -136,7 +136,7 @@ fn compile_operator(op: &str, arg: &Value) -> Result<Test, String> {
             };
             Regex::new(pattern)
                 .map(|re| Test::Regex(Box::new(re)))
-                .map_err(|e| format!("invalid regex `{pattern}`: {}", one_line(&e.to_string())))
+                .map_err(|e| format!("invalid regex `{pattern}`: {}", regex_reason(&e)))
         }
         "exists" => match arg {
             Value::Bool(b) => Ok(Test::Exists(*b)),
@@ -167,6 +167,20 @@ fn list(items: &[&str]) -> String {
         .map(|s| format!("`{s}`"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// The reason in a regex error, without the crate's multi-line drawing of
+/// the pattern (`regex parse error:\n    (\n    ^\nerror: unclosed group`).
+fn regex_reason(e: &regex::Error) -> String {
+    let text = e.to_string();
+    match text
+        .lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix("error: "))
+    {
+        Some(reason) => reason.to_owned(),
+        None => one_line(&text),
+    }
 }
 
 fn one_line(s: &str) -> String {
@@ -422,7 +436,7 @@ mod tests {
     fn compile_errors_say_how_to_fix() {
         let cases = [
             (json!({"regx": "a"}), "did you mean `regex`"),
-            (json!({"regex": "("}), "invalid regex `(`"),
+            (json!({"regex": "("}), "invalid regex `(`: unclosed group"),
             (json!({"exists": "yes"}), "takes true or false"),
             (json!([]), "empty list"),
             (json!({}), "empty operator object"),

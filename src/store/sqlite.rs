@@ -206,6 +206,19 @@ impl SqliteStore {
         if let Some(h) = handle {
             let _ = self.tx.send(Request::Close).await;
             let _ = h.await;
+            let commits = self.stats.commits.load(Ordering::Relaxed);
+            let events = self.stats.events.load(Ordering::Relaxed);
+            tracing::info!(
+                commits,
+                events,
+                mean_batch = if commits == 0 {
+                    0.0
+                } else {
+                    events as f64 / commits as f64
+                },
+                max_batch = self.stats.max_batch.load(Ordering::Relaxed),
+                "store closed"
+            );
         }
         self.reads.close().await;
     }

@@ -1,1 +1,1051 @@
-//! (to be written)
+//! The ingest listener, end to end: every answer Crisp (or anything else) can
+//! get from `POST /crisp/hooks`, what is in the store afterwards, the resource
+//! bounds (body size, header and body read timeouts, keep-alive), crash
+//! safety, the admin listener, SIGTERM, and keys staying out of the logs.
+//!
+//! No test asserts how long something took. The only clocks are hang guards
+//! (`GUARD`), which turn "the server never answered" into a failure instead of
+//! a stuck test.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{Connection, SqliteConnection};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::task::JoinSet;
+
+use crate::helpers::*;
+
+/// Upper bound on waiting for anything (an answer, a closed connection, a log
+/// line). Generous: it only exists so that a broken server fails the test
+/// instead of hanging it.
+const GUARD: Duration = Duration::from_secs(10);
+
+/// The default test config's `max_body` (64KiB).
+const MAX_BODY: usize = 64 * 1024;
+
+/// A valid Crisp envelope whose `data.n` tells the events apart.
+fn envelope(n: u64) -> String {
+    json!({
+        "website_id": "w-test",
+        "event": "message:send",
+        "data": {"n": n, "from": "user", "content": "hello"},
+        "timestamp": 1_748_952_083_417_i64,
+    })
+    .to_string()
+}
+
+/// `data.n` of a stored body.
+fn n_of(body: &str) -> u64 {
+    let v: Value = serde_json::from_str(body).unwrap();
+    v["data"]["n"].as_u64().unwrap()
+}
+
+/// A full config (same shape as `config_with`) with extra `server:` and
+/// `store:` settings, each line indented by the caller's two spaces.
+fn config_custom(server_extra: &str, store_extra: &str, rest: &str) -> String {
+    format!(
+        "server:\n  listen: 127.0.0.1:0\n  path: /crisp/hooks\n  keys: [\"${{CRISP_HOOK_KEY}}\"]\n  max_body: 64KiB\n{server_extra}\
+         admin:\n  listen: 127.0.0.1:0\nstore:\n  path: data/relay.db\n{store_extra}templates: templates\n{rest}"
+    )
+}
+
+const CONSOLE_ALL: &str =
+    "targets:\n  console: {kind: stdout}\nroutes:\n  - name: all\n    to: [console]\n";
+
+async fn json_of(resp: reqwest::Response) -> (u16, Value) {
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    let v = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("answer {status} is not JSON ({e}): {text:?}"));
+    (status, v)
+}
+
+/// POSTs `body` as JSON to the hook URL with `key`.
+async fn post_with_key(
+    app: &TestApp,
+    key: &str,
+    body: impl Into<reqwest::Body>,
+) -> reqwest::Response {
+    app.client
+        .post(app.hook_url(key))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Waits until the relay's log holds `needle` (lines arrive from a reader
+/// thread, possibly after the process exited).
+async fn wait_for_log(app: &TestApp, needle: &str) {
+    let deadline = Instant::now() + GUARD;
+    while !app.logs().contains(needle) {
+        assert!(
+            Instant::now() < deadline,
+            "log never showed {needle:?}; logs:\n{}",
+            app.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Every stored event as (id, received_at, timestamp, body), by id. The
+/// store's own API has no timestamp accessor; sqlx is a dependency of the
+/// crate, so the test reads the file directly (read-only).
+async fn event_rows(path: &Path) -> Vec<(i64, i64, i64, String)> {
+    let opts = SqliteConnectOptions::new().filename(path).read_only(true);
+    let mut conn = SqliteConnection::connect_with(&opts).await.unwrap();
+    let rows = sqlx::query_as("SELECT id, received_at, timestamp, body FROM events ORDER BY id")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    rows
+}
+
+/// A second connection to the relay's database holding SQLite's write lock
+/// (`BEGIN EXCLUSIVE`; in WAL mode readers still work, writers wait). This is
+/// a real-world condition, e.g. an operator's `sqlite3 relay.db` session or a
+/// backup tool with an open write transaction: the relay's writer waits its
+/// `busy_timeout` (5 s) for the lock, then its commit fails with
+/// SQLITE_BUSY. Deterministic (the lock is held until the test sees the
+/// failure) and needs no test hook in the relay.
+async fn hold_write_lock(path: &Path) -> SqliteConnection {
+    let mut conn = SqliteConnection::connect_with(&SqliteConnectOptions::new().filename(path))
+        .await
+        .unwrap();
+    sqlx::raw_sql("BEGIN EXCLUSIVE")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn
+}
+
+async fn release_write_lock(mut conn: SqliteConnection) {
+    sqlx::raw_sql("ROLLBACK").execute(&mut conn).await.unwrap();
+    conn.close().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// Raw HTTP/1.1 over a TcpStream, for what reqwest will not do (lie about
+// Content-Length, stall mid-request, reuse one known connection).
+
+struct RawResponse {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl RawResponse {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("answer {} is not JSON ({e}): {:?}", self.status, self.body))
+    }
+}
+
+/// The head of a request to the hook path with the right key.
+fn hook_head(method: &str, headers: &[&str]) -> String {
+    let mut s = format!("{method} /crisp/hooks?key={KEY} HTTP/1.1\r\nHost: 127.0.0.1\r\n");
+    for h in headers {
+        s.push_str(h);
+        s.push_str("\r\n");
+    }
+    s.push_str("\r\n");
+    s
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Reads exactly one response (head plus a Content-Length body).
+async fn read_response<R: AsyncRead + Unpin>(r: &mut R) -> RawResponse {
+    tokio::time::timeout(GUARD, async {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 8192];
+        let head_end = loop {
+            if let Some(i) = find(&buf, b"\r\n\r\n") {
+                break i + 4;
+            }
+            let n = r.read(&mut chunk).await.expect("reading the response");
+            assert!(
+                n > 0,
+                "connection closed before a whole response head; got {:?}",
+                String::from_utf8_lossy(&buf)
+            );
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8(buf[..head_end].to_vec()).unwrap();
+        let mut lines = head.split("\r\n");
+        let status_line = lines.next().unwrap();
+        let status: u16 = status_line
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+        let headers: Vec<(String, String)> = lines
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                let (k, v) = l.split_once(':').unwrap();
+                (k.trim().to_owned(), v.trim().to_owned())
+            })
+            .collect();
+        let len: usize = headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+            .map(|(_, v)| v.parse().unwrap())
+            .expect("the relay always sends Content-Length");
+        while buf.len() < head_end + len {
+            let n = r.read(&mut chunk).await.expect("reading the response body");
+            assert!(n > 0, "connection closed inside the response body");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        assert_eq!(
+            buf.len(),
+            head_end + len,
+            "unexpected bytes after the response"
+        );
+        RawResponse {
+            status,
+            headers,
+            body: String::from_utf8(buf[head_end..].to_vec()).unwrap(),
+        }
+    })
+    .await
+    .expect("no response before the hang guard")
+}
+
+/// Reads until the server closes the connection (EOF or reset). Returns what
+/// arrived before that. Panics if the connection stays open past the guard.
+async fn read_until_closed<R: AsyncRead + Unpin>(r: &mut R) -> Vec<u8> {
+    tokio::time::timeout(GUARD, async {
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 8192];
+        loop {
+            match r.read(&mut chunk).await {
+                Ok(0) | Err(_) => return got,
+                Ok(n) => got.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await
+    .expect("the server kept the connection open")
+}
+
+// ---------------------------------------------------------------------------
+// 200
+
+#[tokio::test]
+async fn accepted_event_and_every_delivery_are_stored_and_counted() {
+    // Route `first` fans out to two targets and lets matching continue, so
+    // `second` adds a third delivery; `never` matches nothing.
+    let config = config_with(
+        "targets:\n  a: {kind: stdout}\n  b: {kind: stdout}\n  c: {kind: stdout}\n\
+         routes:\n\
+         \x20 - name: first\n    match: {event: \"message:send\"}\n    to: [a, b]\n    template: visitor_message\n    continue: true\n\
+         \x20 - name: second\n    match: {event: \"message:send\"}\n    to: [c]\n\
+         \x20 - name: never\n    match: {event: \"nope\"}\n    to: [a]\n",
+    );
+    let mut app = TestApp::spawn_with(&config).await;
+
+    let first = fixture("message_send_text_basic.json");
+    let (status, body) = json_of(app.post_event(first.clone()).await).await;
+    assert_eq!(
+        (status, body),
+        (200, json!({"accepted": true, "deliveries": 3}))
+    );
+
+    let unrouted = json!({"website_id": "w", "event": "session:set_email", "data": {"email": "a@b.c"}, "timestamp": 1})
+        .to_string();
+    let (status, body) = json_of(app.post_event(unrouted.clone()).await).await;
+    assert_eq!(
+        (status, body),
+        (200, json!({"accepted": true, "deliveries": 0}))
+    );
+
+    assert!(app.terminate().success());
+    let store = open_store(&app.store_path()).await;
+    assert_eq!(store.event_count().await.unwrap(), 2);
+    assert_eq!(
+        store.event_body(1).await.unwrap().as_deref(),
+        Some(std::str::from_utf8(&first).unwrap()),
+        "the body is stored as received"
+    );
+    assert_eq!(store.event_body(2).await.unwrap(), Some(unrouted));
+    let rows: Vec<_> = store
+        .deliveries()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| {
+            (
+                d.event_id, d.route, d.target, d.template, d.state, d.attempts,
+            )
+        })
+        .collect();
+    let tpl = Some("visitor_message".to_owned());
+    let pending = "pending".to_owned();
+    assert_eq!(
+        rows,
+        vec![
+            (
+                1,
+                "first".into(),
+                "a".into(),
+                tpl.clone(),
+                pending.clone(),
+                0
+            ),
+            (1, "first".into(), "b".into(), tpl, pending.clone(), 0),
+            (1, "second".into(), "c".into(), None, pending, 0),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn event_matching_no_route_is_still_accepted_with_zero_deliveries() {
+    let config = config_with(
+        "targets:\n  a: {kind: stdout}\nroutes:\n  - name: never\n    match: {event: \"nope\"}\n    to: [a]\n",
+    );
+    let mut app = TestApp::spawn_with(&config).await;
+    let body = fixture("message_send_text_basic.json");
+    let (status, answer) = json_of(app.post_event(body.clone()).await).await;
+    assert_eq!(
+        (status, answer),
+        (200, json!({"accepted": true, "deliveries": 0}))
+    );
+
+    assert!(app.terminate().success());
+    let store = open_store(&app.store_path()).await;
+    assert_eq!(store.event_count().await.unwrap(), 1);
+    assert_eq!(
+        store.event_body(1).await.unwrap().as_deref(),
+        Some(std::str::from_utf8(&body).unwrap())
+    );
+    assert!(store.deliveries().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn missing_timestamp_is_tolerated_and_stored_as_the_receive_time() {
+    let mut app = TestApp::spawn().await;
+    let with_ts = envelope(1);
+    let without_ts = r#"{"website_id":"w","event":"message:send","data":{"n":2}}"#;
+    let null_ts = r#"{"website_id":"w","event":"message:send","data":{"n":3},"timestamp":null}"#;
+
+    assert_eq!(app.post_event(with_ts.clone()).await.status(), 200);
+    let before = crisp_relay::now_ms();
+    assert_eq!(app.post_event(without_ts).await.status(), 200);
+    assert_eq!(app.post_event(null_ts).await.status(), 200);
+    let after = crisp_relay::now_ms();
+
+    assert!(app.terminate().success());
+    let rows = event_rows(&app.store_path()).await;
+    assert_eq!(rows.len(), 3);
+    // Crisp's timestamp is kept as sent.
+    assert_eq!(
+        (rows[0].2, rows[0].3.as_str()),
+        (1_748_952_083_417, with_ts.as_str())
+    );
+    // Missing or null: the receive time, and the body is stored untouched.
+    for (row, body) in rows[1..].iter().zip([without_ts, null_ts]) {
+        let (_, received_at, timestamp, stored) = row;
+        assert_eq!(timestamp, received_at, "timestamp is the receive time");
+        assert!(
+            (before..=after).contains(timestamp),
+            "timestamp {timestamp} not between {before} and {after}"
+        );
+        assert_eq!(stored, body);
+    }
+    let store = open_store(&app.store_path()).await;
+    assert_eq!(
+        store.event_body(2).await.unwrap().as_deref(),
+        Some(without_ts)
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 401
+
+#[tokio::test]
+async fn wrong_missing_empty_or_miscased_key_is_401_with_one_body() {
+    let mut app = TestApp::spawn().await;
+    let base = format!("http://{}/crisp/hooks", app.ingest);
+    let urls = [
+        format!("{base}?key=wrong-key"),
+        base.clone(),
+        format!("{base}?"),
+        format!("{base}?key="),
+        format!("{base}?key={}", KEY.to_uppercase()),
+        format!("{base}?key={}", &KEY[..KEY.len() - 1]),
+        format!("{base}?key={KEY}x"),
+        format!("{base}?kee={KEY}"),
+    ];
+    let mut bodies = BTreeSet::new();
+    for url in &urls {
+        for body in [envelope(1), "not json".to_owned()] {
+            let resp = app
+                .client
+                .post(url)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 401, "{url}");
+            bodies.insert(resp.text().await.unwrap());
+        }
+    }
+    assert_eq!(
+        bodies.into_iter().collect::<Vec<_>>(),
+        vec![json!({"error": "missing or wrong key"}).to_string()],
+        "every key failure answers the same body"
+    );
+    // Control: the same requests with the right key get through.
+    assert_eq!(post_with_key(&app, KEY, envelope(2)).await.status(), 200);
+
+    assert!(app.terminate().success());
+    let store = open_store(&app.store_path()).await;
+    assert_eq!(
+        store.event_count().await.unwrap(),
+        1,
+        "only the control is stored"
+    );
+    assert_eq!(n_of(&store.event_body(1).await.unwrap().unwrap()), 2);
+}
+
+#[tokio::test]
+async fn either_of_two_configured_keys_is_accepted() {
+    let second = "second-key-abcdef";
+    let config = default_config().replace(
+        "keys: [\"${CRISP_HOOK_KEY}\"]",
+        &format!("keys: [\"${{CRISP_HOOK_KEY}}\", \"{second}\"]"),
+    );
+    assert!(config.contains(second));
+    let app = TestApp::spawn_with(&config).await;
+    assert_eq!(post_with_key(&app, KEY, envelope(1)).await.status(), 200);
+    assert_eq!(post_with_key(&app, second, envelope(2)).await.status(), 200);
+    for near in [
+        "second-key-abcde",
+        "second-key-abcdefg",
+        "SECOND-KEY-ABCDEF",
+    ] {
+        assert_eq!(
+            post_with_key(&app, near, envelope(3)).await.status(),
+            401,
+            "{near}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 400
+
+#[tokio::test]
+async fn malformed_envelopes_are_400_naming_the_problem() {
+    let mut app = TestApp::spawn().await;
+    let cases: &[(&str, &[&str])] = &[
+        ("{", &["not valid JSON"]),
+        ("not json at all", &["not valid JSON"]),
+        ("", &["not valid JSON"]),
+        ("[]", &["must be a JSON object", "an array"]),
+        (
+            r#"[{"website_id":"w","event":"e","data":{}}]"#,
+            &["must be a JSON object", "an array"],
+        ),
+        ("42", &["must be a JSON object", "a number"]),
+        (r#""message:send""#, &["must be a JSON object", "a string"]),
+        ("null", &["must be a JSON object", "null"]),
+        (
+            r#"{"website_id":"w","data":{}}"#,
+            &["missing field `event`"],
+        ),
+        (
+            r#"{"event":"e","data":{}}"#,
+            &["missing field `website_id`"],
+        ),
+        (
+            r#"{"event":"e","website_id":"w"}"#,
+            &["missing field `data`"],
+        ),
+        (
+            r#"{"event":"e","website_id":"w","data":[]}"#,
+            &["`data`", "an object", "an array"],
+        ),
+        (
+            r#"{"event":"e","website_id":"w","data":"x"}"#,
+            &["`data`", "an object", "a string"],
+        ),
+        (
+            r#"{"event":1,"website_id":"w","data":{}}"#,
+            &["`event`", "a string"],
+        ),
+        (
+            r#"{"event":"e","website_id":null,"data":{}}"#,
+            &["`website_id`"],
+        ),
+        (
+            r#"{"event":"e","website_id":"w","data":{},"timestamp":"soon"}"#,
+            &["`timestamp`", "an integer"],
+        ),
+    ];
+    for (body, wants) in cases {
+        let (status, answer) = json_of(app.post_event(*body).await).await;
+        assert_eq!(status, 400, "{body:?} -> {answer}");
+        let msg = answer["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{answer}"));
+        for want in *wants {
+            assert!(msg.contains(want), "{body:?}: {msg:?} lacks {want:?}");
+        }
+    }
+    assert!(app.terminate().success());
+    let store = open_store(&app.store_path()).await;
+    assert_eq!(
+        store.event_count().await.unwrap(),
+        0,
+        "nothing rejected is stored"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 413
+
+/// A valid envelope exactly `len` bytes long.
+fn envelope_of_len(len: usize) -> String {
+    let base = r#"{"website_id":"w","event":"e","data":{"pad":""}}"#;
+    let body = base.replace(
+        r#""pad":"""#,
+        &format!(r#""pad":"{}""#, "x".repeat(len - base.len())),
+    );
+    assert_eq!(body.len(), len);
+    body
+}
+
+#[tokio::test]
+async fn body_at_max_body_is_accepted_one_byte_more_is_413() {
+    let app = TestApp::spawn().await;
+    let (status, _) = json_of(app.post_event(envelope_of_len(MAX_BODY)).await).await;
+    assert_eq!(status, 200);
+    let (status, answer) = json_of(app.post_event(envelope_of_len(MAX_BODY + 1)).await).await;
+    assert_eq!(status, 413);
+    assert_eq!(
+        answer,
+        json!({"error": "body is larger than the 65536 byte limit"})
+    );
+}
+
+#[tokio::test]
+async fn declared_content_length_over_max_body_is_refused_before_the_body() {
+    let app = TestApp::spawn().await;
+    let mut stream = TcpStream::connect(app.ingest).await.unwrap();
+    // 100 MB declared; not one byte of it is ever sent, so the answer can
+    // only come from the declared length.
+    let head = hook_head(
+        "POST",
+        &[
+            "Content-Type: application/json",
+            "Content-Length: 104857600",
+        ],
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let resp = read_response(&mut stream).await;
+    assert_eq!(resp.status, 413);
+    assert_eq!(
+        resp.json(),
+        json!({"error": "body is larger than the 65536 byte limit"})
+    );
+    // And the server does not wait for the 100 MB: it closes the connection.
+    read_until_closed(&mut stream).await;
+    assert_eq!(app.post_event(envelope(1)).await.status(), 200);
+}
+
+/// Sends `body` with chunked transfer encoding in `chunk`-byte chunks, while
+/// reading the answer concurrently (the server may answer before the end).
+async fn post_chunked(app: &TestApp, body: Vec<u8>, chunk: usize) -> RawResponse {
+    let stream = TcpStream::connect(app.ingest).await.unwrap();
+    let (mut rd, mut wr) = stream.into_split();
+    let head = hook_head(
+        "POST",
+        &[
+            "Content-Type: application/json",
+            "Transfer-Encoding: chunked",
+        ],
+    );
+    let writer = tokio::spawn(async move {
+        wr.write_all(head.as_bytes()).await?;
+        for part in body.chunks(chunk) {
+            wr.write_all(format!("{:x}\r\n", part.len()).as_bytes())
+                .await?;
+            wr.write_all(part).await?;
+            wr.write_all(b"\r\n").await?;
+        }
+        wr.write_all(b"0\r\n\r\n").await?;
+        wr.flush().await?;
+        // Keep the write half open until the answer is read.
+        Ok::<_, std::io::Error>(wr)
+    });
+    let resp = read_response(&mut rd).await;
+    // The writer may have failed (the server stopped reading) or still be
+    // blocked on a full socket: either way it is done with.
+    writer.abort();
+    resp
+}
+
+#[tokio::test]
+async fn chunked_body_over_max_body_is_413_while_streaming() {
+    let app = TestApp::spawn().await;
+    // Control: chunked bodies are read fine when within the limit.
+    let ok = post_chunked(&app, envelope(1).into_bytes(), 16).await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert_eq!(ok.json(), json!({"accepted": true, "deliveries": 1}));
+
+    // No Content-Length: only counting while reading can catch this one.
+    let big = vec![b' '; MAX_BODY + 16 * 1024];
+    let resp = post_chunked(&app, big, 1024).await;
+    assert_eq!(resp.status, 413, "{}", resp.body);
+    assert_eq!(
+        resp.json(),
+        json!({"error": "body is larger than the 65536 byte limit"})
+    );
+    assert_eq!(app.post_event(envelope(2)).await.status(), 200);
+}
+
+// ---------------------------------------------------------------------------
+// 415
+
+#[tokio::test]
+async fn declared_non_json_content_type_is_415_none_or_json_with_charset_is_accepted() {
+    let mut app = TestApp::spawn().await;
+    for ct in [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        "text/json",
+    ] {
+        let resp = app
+            .client
+            .post(app.hook_url(KEY))
+            .header("content-type", ct)
+            .body(envelope(0))
+            .send()
+            .await
+            .unwrap();
+        let (status, answer) = json_of(resp).await;
+        assert_eq!(status, 415, "{ct}");
+        assert_eq!(
+            answer,
+            json!({"error": "content type must be application/json"})
+        );
+    }
+    // reqwest sets no Content-Type for a plain body.
+    let resp = app
+        .client
+        .post(app.hook_url(KEY))
+        .body(envelope(1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "no content type at all");
+    let resp = app
+        .client
+        .post(app.hook_url(KEY))
+        .header("content-type", "application/json; charset=utf-8")
+        .body(envelope(2))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "application/json with charset");
+
+    assert!(app.terminate().success());
+    let store = open_store(&app.store_path()).await;
+    assert_eq!(store.event_count().await.unwrap(), 2);
+}
+
+// ---------------------------------------------------------------------------
+// 404 / 405
+
+#[tokio::test]
+async fn other_paths_are_404_other_methods_405_with_allow_post() {
+    let app = TestApp::spawn().await;
+    for path in [
+        "/",
+        "/crisp/hooks/",
+        "/crisp/hook",
+        "/crisp/hooks/x",
+        "/CRISP/HOOKS",
+        "/healthz",
+    ] {
+        let url = format!("http://{}{path}?key={KEY}", app.ingest);
+        let resp = app
+            .client
+            .post(&url)
+            .body(envelope(1))
+            .send()
+            .await
+            .unwrap();
+        let (status, answer) = json_of(resp).await;
+        assert_eq!(
+            (status, answer),
+            (404, json!({"error": "not found"})),
+            "{path}"
+        );
+    }
+    for method in [
+        reqwest::Method::GET,
+        reqwest::Method::PUT,
+        reqwest::Method::DELETE,
+        reqwest::Method::PATCH,
+    ] {
+        let resp = app
+            .client
+            .request(method.clone(), app.hook_url(KEY))
+            .body(envelope(1))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 405, "{method}");
+        assert_eq!(
+            resp.headers().get("allow").and_then(|v| v.to_str().ok()),
+            Some("POST"),
+            "{method}"
+        );
+        let (_, answer) = json_of(resp).await;
+        assert!(
+            answer["error"].as_str().unwrap().contains("POST"),
+            "{answer}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 503
+
+#[tokio::test]
+async fn store_that_cannot_commit_answers_503_with_retry_after_and_stores_nothing() {
+    // queue_capacity 1: while the writer is stuck on the lock, one request
+    // can wait in the queue and the rest are refused at once as "busy".
+    let config = config_custom("", "  queue_capacity: 1\n", CONSOLE_ALL);
+    let mut app = TestApp::spawn_with(&config).await;
+    let lock = hold_write_lock(&app.store_path()).await;
+
+    const N: u64 = 10;
+    let mut posts = JoinSet::new();
+    for n in 0..N {
+        let (client, url) = (app.client.clone(), app.hook_url(KEY));
+        posts.spawn(async move {
+            let resp = client
+                .post(url)
+                .header("content-type", "application/json")
+                .body(envelope(n))
+                .send()
+                .await
+                .unwrap();
+            let retry_after = resp
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let (status, answer) = json_of(resp).await;
+            (n, status, retry_after, answer)
+        });
+    }
+    const BUSY: &str = "the relay is busy; retry shortly";
+    const FAILED: &str = "the store cannot accept events right now; retry shortly";
+    let mut lock = Some(lock);
+    let (mut busy, mut failed, mut accepted) = (0, 0, BTreeSet::new());
+    while let Some(r) = posts.join_next().await {
+        let (n, status, retry_after, answer) = r.unwrap();
+        match status {
+            200 => {
+                assert_eq!(answer, json!({"accepted": true, "deliveries": 1}));
+                accepted.insert(n);
+            }
+            503 => {
+                assert_eq!(retry_after.as_deref(), Some("1"), "503 without Retry-After");
+                let msg = answer["error"].as_str().unwrap();
+                if msg == BUSY {
+                    busy += 1;
+                } else if msg == FAILED {
+                    failed += 1;
+                    // The writer has given up on the lock: release it, so
+                    // whatever is still queued can commit.
+                    if let Some(l) = lock.take() {
+                        release_write_lock(l).await;
+                    }
+                } else {
+                    panic!("unexpected 503 body {answer}");
+                }
+            }
+            _ => panic!("unexpected answer {status}: {answer}"),
+        }
+    }
+    if let Some(l) = lock.take() {
+        release_write_lock(l).await;
+    }
+    // At least the writer's first batch fails on the lock. And the queue
+    // holds one request, which the writer drains only between commits (each
+    // stuck 5 s on the lock): of 10 simultaneous requests, all but the first
+    // batch (taken in one non-yielding drain) and one queued request are
+    // refused as busy. The queued one commits once the lock is released.
+    assert!(failed >= 1, "no commit failed while the store was locked");
+    assert!(busy >= 1, "no request was refused by the full queue");
+
+    // Once the lock is gone the relay accepts again.
+    assert_eq!(app.post_event(envelope(100)).await.status(), 200);
+    accepted.insert(100);
+
+    assert!(app.terminate().success());
+    let stored: BTreeSet<u64> = event_rows(&app.store_path())
+        .await
+        .iter()
+        .map(|r| n_of(&r.3))
+        .collect();
+    assert_eq!(
+        stored, accepted,
+        "exactly the events answered 200 are stored"
+    );
+    let store = open_store(&app.store_path()).await;
+    assert_eq!(store.deliveries().await.unwrap().len(), accepted.len());
+}
+
+// ---------------------------------------------------------------------------
+// Connection handling
+
+#[tokio::test]
+async fn several_requests_share_one_keep_alive_connection() {
+    let mut app = TestApp::spawn().await;
+    let mut stream = TcpStream::connect(app.ingest).await.unwrap();
+    let bodies = [envelope(1), "{".to_owned(), envelope(2), envelope(3)];
+    let mut statuses = Vec::new();
+    for body in &bodies {
+        let head = hook_head(
+            "POST",
+            &[
+                "Content-Type: application/json",
+                &format!("Content-Length: {}", body.len()),
+            ],
+        );
+        stream
+            .write_all(format!("{head}{body}").as_bytes())
+            .await
+            .unwrap();
+        let resp = read_response(&mut stream).await;
+        assert_ne!(
+            resp.header("connection")
+                .map(str::to_ascii_lowercase)
+                .as_deref(),
+            Some("close")
+        );
+        statuses.push(resp.status);
+    }
+    assert_eq!(statuses, [200, 400, 200, 200], "all on one connection");
+
+    // reqwest's pooled client too.
+    for n in 10..15 {
+        assert_eq!(app.post_event(envelope(n)).await.status(), 200);
+    }
+    assert!(app.terminate().success());
+    let store = open_store(&app.store_path()).await;
+    assert_eq!(store.event_count().await.unwrap(), 8);
+}
+
+#[tokio::test]
+async fn client_stalling_in_the_headers_is_disconnected() {
+    let config = config_custom("  header_read_timeout: 300ms\n", "", CONSOLE_ALL);
+    let app = TestApp::spawn_with(&config).await;
+    let mut stream = TcpStream::connect(app.ingest).await.unwrap();
+    stream.write_all(b"POST /crisp/ho").await.unwrap();
+    // Then nothing more: the server must hang up (EOF or reset), whatever
+    // it sends first.
+    let got = read_until_closed(&mut stream).await;
+    assert!(
+        got.is_empty() || got.starts_with(b"HTTP/1.1 4"),
+        "unexpected answer {:?}",
+        String::from_utf8_lossy(&got)
+    );
+    assert_eq!(app.post_event(envelope(1)).await.status(), 200);
+}
+
+#[tokio::test]
+async fn client_stalling_in_the_body_gets_408_and_others_are_served() {
+    let config = config_custom("  body_read_timeout: 300ms\n", "", CONSOLE_ALL);
+    let mut app = TestApp::spawn_with(&config).await;
+    let mut stream = TcpStream::connect(app.ingest).await.unwrap();
+    let head = hook_head(
+        "POST",
+        &["Content-Type: application/json", "Content-Length: 100"],
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(br#"{"website"#).await.unwrap();
+    let resp = read_response(&mut stream).await;
+    assert_eq!(resp.status, 408);
+    assert!(
+        resp.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("body not received")
+    );
+    // The half-sent body makes the connection unusable: it is closed.
+    read_until_closed(&mut stream).await;
+
+    assert_eq!(app.post_event(envelope(1)).await.status(), 200);
+    assert!(app.terminate().success());
+    let store = open_store(&app.store_path()).await;
+    assert_eq!(
+        store.event_count().await.unwrap(),
+        1,
+        "the stalled body is not stored"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Crash safety
+
+#[tokio::test]
+async fn event_answered_200_survives_sigkill() {
+    let mut app = TestApp::spawn().await;
+    let body = envelope(7);
+    assert_eq!(app.post_event(body.clone()).await.status(), 200);
+    app.kill();
+    let store = open_store(&app.store_path()).await;
+    assert_eq!(store.event_body(1).await.unwrap(), Some(body));
+    let deliveries = store.deliveries().await.unwrap();
+    assert_eq!(deliveries.len(), 1);
+    assert_eq!(
+        (
+            deliveries[0].event_id,
+            deliveries[0].route.as_str(),
+            deliveries[0].target.as_str()
+        ),
+        (1, "all", "console")
+    );
+}
+
+#[tokio::test]
+async fn fifty_concurrent_events_answered_200_all_survive_sigkill() {
+    let mut app = TestApp::spawn().await;
+    let mut posts = JoinSet::new();
+    for n in 0..50u64 {
+        let (client, url) = (app.client.clone(), app.hook_url(KEY));
+        posts.spawn(async move {
+            let resp = client
+                .post(url)
+                .header("content-type", "application/json")
+                .body(envelope(n))
+                .send()
+                .await
+                .unwrap();
+            (n, resp.status().as_u16())
+        });
+    }
+    let mut accepted = BTreeSet::new();
+    while let Some(r) = posts.join_next().await {
+        let (n, status) = r.unwrap();
+        assert_eq!(status, 200, "event {n}");
+        accepted.insert(n);
+    }
+    app.kill();
+
+    let store = open_store(&app.store_path()).await;
+    let count = store.event_count().await.unwrap();
+    let mut stored = BTreeSet::new();
+    for id in 1..=count {
+        let body = store.event_body(id).await.unwrap().expect("ids are dense");
+        stored.insert(n_of(&body));
+    }
+    assert_eq!(stored, accepted);
+    let deliveries = store.deliveries().await.unwrap();
+    let event_ids: BTreeSet<i64> = deliveries.iter().map(|d| d.event_id).collect();
+    assert_eq!(deliveries.len(), 50);
+    assert_eq!(event_ids, (1..=50).collect());
+    assert!(
+        deliveries
+            .iter()
+            .all(|d| d.state == "pending" && d.target == "console")
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Admin, signals, logs
+
+#[tokio::test]
+async fn admin_health_and_readiness() {
+    let app = TestApp::spawn().await;
+    let (status, body) = json_of(app.admin_get("/healthz").await).await;
+    assert_eq!((status, body), (200, json!({"status": "ok"})));
+    let (status, body) = json_of(app.admin_get("/readyz").await).await;
+    assert_eq!((status, body), (200, json!({"status": "ready"})));
+    for path in ["/nope", "/", "/crisp/hooks"] {
+        assert_eq!(app.admin_get(path).await.status(), 404, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn readyz_is_503_while_the_store_cannot_write() {
+    let app = TestApp::spawn().await;
+    let lock = hold_write_lock(&app.store_path()).await;
+    let (status, body) = json_of(app.admin_get("/readyz").await).await;
+    release_write_lock(lock).await;
+    assert_eq!(
+        (status, &body["status"]),
+        (503, &json!("unavailable")),
+        "{body}"
+    );
+    // Liveness does not depend on the store; readiness comes back.
+    assert_eq!(app.admin_get("/healthz").await.status(), 200);
+    let (status, body) = json_of(app.admin_get("/readyz").await).await;
+    assert_eq!((status, body), (200, json!({"status": "ready"})));
+}
+
+#[tokio::test]
+async fn sigterm_exits_0_after_shutting_down() {
+    let mut app = TestApp::spawn().await;
+    assert_eq!(app.post_event(envelope(1)).await.status(), 200);
+    let status = app.terminate();
+    assert_eq!(status.code(), Some(0), "{status}");
+    wait_for_log(&app, "shutting down").await;
+    let store = open_store(&app.store_path()).await;
+    assert_eq!(store.event_count().await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn hook_keys_never_reach_the_logs() {
+    let wrong = "wrong-key-5f3a9c81d2";
+    // Debug level: what an operator turns on when troubleshooting.
+    let mut app =
+        TestApp::spawn_in(Workdir::new(&default_config()), &[("RUST_LOG", "debug")]).await;
+    assert_eq!(post_with_key(&app, KEY, envelope(1)).await.status(), 200);
+    assert_eq!(post_with_key(&app, KEY, "nope").await.status(), 400);
+    assert_eq!(post_with_key(&app, wrong, envelope(2)).await.status(), 401);
+    let resp = app.client.get(app.hook_url(KEY)).send().await.unwrap();
+    assert_eq!(resp.status(), 405);
+    let resp = app
+        .client
+        .post(format!("http://{}/elsewhere?key={KEY}", app.ingest))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+
+    assert!(app.terminate().success());
+    // Everything logged before shutdown is in once this line is.
+    wait_for_log(&app, "shutting down").await;
+    let logs = app.logs();
+    assert!(
+        logs.contains("rejected"),
+        "the requests were logged:\n{logs}"
+    );
+    assert!(!logs.contains(KEY), "the key is in the logs:\n{logs}");
+    assert!(!logs.contains(wrong), "a wrong key is in the logs:\n{logs}");
+}
