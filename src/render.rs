@@ -172,13 +172,12 @@ impl Renderer {
 
     /// Template names (file names without `.hbs`), for hints.
     pub fn names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self
+        let names: std::collections::BTreeSet<&str> = self
             .files
             .keys()
-            .map(|k| k.split('.').next().unwrap_or(k).to_owned())
+            .map(|k| k.split('.').next().unwrap_or(k))
             .collect();
-        names.dedup();
-        names
+        names.into_iter().map(str::to_owned).collect()
     }
 
     /// Which template `name` means for a target of `kind`, if any.
@@ -295,6 +294,7 @@ fn registry(mode: Mode) -> Handlebars<'static> {
     h.register_helper("duration", Box::new(duration_helper));
     h.register_helper("crisp_url", Box::new(crisp_url_helper));
     h.register_helper("url", Box::new(url_helper));
+    h.register_helper("plain", Box::new(PlainHelper { mode }));
     h
 }
 
@@ -350,6 +350,53 @@ handlebars_helper!(duration_helper: |secs: Value| {
         None => String::new(),
     }
 });
+
+/// `{{plain value}}`: for Discord embed fields that Discord shows as plain
+/// text (author name, footer text), where markdown escaping would show its
+/// backslashes. There, values are JSON-escaped and defused with invisible
+/// zero-width spaces instead ([`defuse_mentions`]); embeds never ping anyway.
+/// In every other mode it escapes like `{{value}}`.
+struct PlainHelper {
+    mode: Mode,
+}
+
+impl handlebars::HelperDef for PlainHelper {
+    fn call<'reg: 'rc, 'rc>(
+        &self,
+        h: &Helper<'rc>,
+        _: &'reg Handlebars<'reg>,
+        _: &'rc Context,
+        rc: &mut RenderContext<'reg, 'rc>,
+        out: &mut dyn Output,
+    ) -> HelperResult {
+        let text = h
+            .param(0)
+            .map(|p| value_text(p.value()).into_owned())
+            .unwrap_or_default();
+        let escaped = match self.mode {
+            Mode::DiscordJson => escape_json_str(&defuse_mentions(&text)),
+            _ if rc.is_disable_escape() => text,
+            mode => mode.escape(&text),
+        };
+        out.write(&escaped)?;
+        Ok(())
+    }
+}
+
+/// Defuses without visible marks: a zero-width space after the `@` of
+/// `@everyone` / `@here`, after every `<` (no `<@id>`, `<#id>`, `<t:…>`) and
+/// between `]` and `(` (no masked link).
+fn defuse_mentions(s: &str) -> Cow<'_, str> {
+    if !(s.contains("@everyone") || s.contains("@here") || s.contains('<') || s.contains("](")) {
+        return Cow::Borrowed(s);
+    }
+    Cow::Owned(
+        s.replace("@everyone", "@\u{200B}everyone")
+            .replace("@here", "@\u{200B}here")
+            .replace('<', "<\u{200B}")
+            .replace("](", "]\u{200B}("),
+    )
+}
 
 /// `{{crisp_url website_id session_id}}`: the conversation in the Crisp inbox.
 fn crisp_url_helper(
@@ -627,8 +674,9 @@ pub fn truncate(s: &str, max: usize) -> Cow<'_, str> {
     }
     let mut out = String::with_capacity(end + 3);
     out.push_str(s[..end].trim_end());
-    // A dangling backslash would escape the ellipsis in Discord markdown.
-    if out.ends_with('\\') && !out.ends_with("\\\\") {
+    // An odd run of trailing backslashes ends in a dangling escape, which
+    // would swallow the ellipsis in Discord markdown.
+    if out.chars().rev().take_while(|&c| c == '\\').count() % 2 == 1 {
         out.pop();
     }
     out.push('…');
@@ -696,6 +744,8 @@ mod tests {
         }
         assert_eq!(truncate("a😀b", 3), "a…");
         assert_eq!(truncate("ab\\cd", 4), "ab…");
+        assert_eq!(truncate("ab\\\\cd", 5), "ab\\\\…");
+        assert_eq!(truncate("a\\\\\\cd", 5), "a\\\\…");
     }
 
     #[test]
@@ -734,6 +784,10 @@ mod tests {
                 "m.webhook.json.hbs",
                 r#"{"raw": {{{json data}}}, "s": "{{data.content}}"}"#,
             ),
+            (
+                "p.discord.json.hbs",
+                r#"{"content": "{{plain data.name}}"}"#,
+            ),
         ]);
         let ev = json!({"data": {"content": "@everyone <!here> \"q\" [x](y)", "link": "https://a.example/x?q=\"<>"}});
         let text = |k| match r.render(Some("m"), k, &ev).unwrap() {
@@ -758,6 +812,10 @@ mod tests {
         let hook = json(TargetKind::Webhook);
         assert_eq!(hook["raw"], ev["data"]);
         assert_eq!(hook["s"], ev["data"]["content"]);
+        let name = json!({"data": {"name": "jo_kim \"@here\" <@1> [a](b)"}});
+        let plain = r.render(Some("p"), TargetKind::Discord, &name).unwrap();
+        let want = "jo_kim \"@\u{200B}here\" <\u{200B}@1> [a]\u{200B}(b)";
+        assert_eq!(plain, Rendered::Json(json!({ "content": want })));
         // No template for a kind: a webhook falls back to the original event.
         assert_eq!(
             r.render(None, TargetKind::Webhook, &ev).unwrap(),

@@ -416,7 +416,16 @@ fn discord_hostile_problems(what: &str, body: &Value, problems: &mut Vec<String>
             }
         }
         for (i, c) in s.char_indices() {
-            if (c == '<' || c == '[') && !escaped_at(s, i) {
+            // Defused either by a backslash (markdown fields) or, in fields
+            // Discord shows as plain text (`{{plain}}`), by a zero-width
+            // space after `<` and between `]` and `(`.
+            let zwsp_after = s[i + c.len_utf8()..].starts_with('\u{200B}');
+            let defused = match c {
+                '<' => escaped_at(s, i) || zwsp_after,
+                '[' => escaped_at(s, i) || !s[i..].contains("]("),
+                _ => true,
+            };
+            if !defused {
                 let before: String = s[..i].chars().rev().take(30).collect();
                 let before: String = before.chars().rev().collect();
                 let after: String = s[i..].chars().take(30).collect();
