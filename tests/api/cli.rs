@@ -3,8 +3,7 @@
 //! (0 ok, 1 a failed check or render, 2 a usage or configuration error) and
 //! with secrets kept out of everything printed.
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use serde_json::Value;
 
@@ -373,31 +372,6 @@ fn render_human_output_redacts_the_same_secrets() {
     let discord = stdout.find("route to-discord").unwrap();
     let console = stdout.find("route to-console").unwrap();
     assert!(crm < discord && discord < console, "{stdout}");
-}
-
-#[test]
-fn render_reads_the_event_from_stdin() {
-    let work = workdir();
-    let mut child = Command::new(bin())
-        .args(["render", "--json", "--event", "-", "-c"])
-        .arg(work.config_path())
-        .env_remove("RUST_LOG")
-        .env("CRISP_HOOK_KEY", KEY)
-        .env("CRM_TOKEN", CRM_TOKEN)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(MESSAGE.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert_eq!(json_lines(&out.stdout).len(), 3);
 }
 
 #[test]

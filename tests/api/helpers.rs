@@ -84,16 +84,38 @@ impl Workdir {
     }
 
     pub fn run_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        self.run_with_stdin(args, env, None)
+    }
+
+    /// Runs the command with `stdin` piped in (closed after writing).
+    pub fn run_with_stdin(
+        &self,
+        args: &[&str],
+        env: &[(&str, &str)],
+        stdin: Option<&[u8]>,
+    ) -> Output {
+        use std::io::Write;
         let mut cmd = Command::new(bin());
         cmd.args(args)
             .arg("-c")
             .arg(self.config_path())
             .env_remove("RUST_LOG")
-            .env("CRISP_HOOK_KEY", KEY);
+            .env("CRISP_HOOK_KEY", KEY)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         for (k, v) in env {
             cmd.env(k, v);
         }
-        cmd.output().unwrap()
+        let mut child = cmd.spawn().unwrap();
+        if let (Some(bytes), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            pipe.write_all(bytes).unwrap();
+        }
+        child.wait_with_output().unwrap()
     }
 }
 

@@ -6,9 +6,8 @@
 //! modes behave.
 
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use serde_json::{Value, json};
 
@@ -1110,23 +1109,11 @@ fn render_of_a_file_that_is_not_json_fails() {
 fn render_reads_the_event_from_stdin() {
     let work = Workdir::new(&all_kinds_config());
     let name = "message_send_picker_choice.json";
-    let mut child = Command::new(bin())
-        .args(["render", "--json", "--event", "-", "-c"])
-        .arg(work.config_path())
-        .env_remove("RUST_LOG")
-        .env("CRISP_HOOK_KEY", KEY)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(&fixture(name))
-        .unwrap(); // dropped here: stdin closes
-    let out = child.wait_with_output().unwrap();
+    let out = work.run_with_stdin(
+        &["render", "--json", "--event", "-"],
+        &[],
+        Some(&fixture(name)),
+    );
     assert!(
         out.status.success(),
         "exit {:?}: {}",
