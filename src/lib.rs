@@ -10,6 +10,7 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod delivery;
 pub mod event;
 pub mod render;
 pub mod routing;
@@ -51,6 +52,8 @@ pub enum StartError {
     },
     #[error(transparent)]
     Store(#[from] store::StoreError),
+    #[error("{0}")]
+    Transport(String),
 }
 
 /// A started relay.
@@ -59,13 +62,26 @@ pub struct Running {
     pub admin_addr: Option<SocketAddr>,
     pub store: store::SqliteStore,
     task: JoinHandle<()>,
+    engine: delivery::Engine,
+    abort: CancellationToken,
+    shutdown_timeout: std::time::Duration,
 }
 
 impl Running {
-    /// Waits until the server has shut down (after the token is cancelled)
-    /// and the store has committed everything it accepted.
+    /// After the shutdown token is cancelled: waits until the server has
+    /// finished in-flight requests and the workers their in-flight sends —
+    /// both within `server.shutdown_timeout`, after which sends still in
+    /// flight are abandoned (they stay queued) — then closes the store.
     pub async fn finished(self) {
+        let abort = self.abort.clone();
+        let deadline = self.shutdown_timeout;
+        let timer = tokio::spawn(async move {
+            tokio::time::sleep(deadline).await;
+            abort.cancel();
+        });
         let _ = self.task.await;
+        self.engine.join().await;
+        timer.abort();
         self.store.close().await;
     }
 }
@@ -73,6 +89,16 @@ impl Running {
 /// Opens the store, binds the listeners from the config and serves until
 /// `shutdown` is cancelled. Logs the bound addresses (port 0 picks a free one).
 pub async fn start(relay: Relay, shutdown: CancellationToken) -> Result<Running, StartError> {
+    let transport = delivery::transport::HttpTransport::new().map_err(StartError::Transport)?;
+    start_with(relay, Arc::new(transport), shutdown).await
+}
+
+/// [`start`] with a given transport (tests use an in-memory one).
+pub async fn start_with(
+    relay: Relay,
+    transport: Arc<dyn delivery::transport::Transport>,
+    shutdown: CancellationToken,
+) -> Result<Running, StartError> {
     let cfg = &relay.config;
     for t in cfg.targets.iter().filter(|t| !t.enabled) {
         tracing::warn!(target_name = %t.name, kind = %t.kind, "target disabled: its url is empty; routes skip it");
@@ -98,17 +124,26 @@ pub async fn start(relay: Relay, shutdown: CancellationToken) -> Result<Running,
     if let Some(a) = admin_addr {
         tracing::info!(listener = "admin", addr = %a, "listening");
     }
-    let task = tokio::spawn(server::run(
-        Arc::new(relay),
-        store.clone(),
-        ingest,
-        admin,
-        shutdown,
-    ));
+    let shutdown_timeout = relay.config.server.shutdown_timeout;
+    let relay = Arc::new(relay);
+    let abort = CancellationToken::new();
+    let shared = Arc::new(delivery::Shared {
+        relay: relay.clone(),
+        store: store.clone(),
+        transport,
+        clock: delivery::WallClock::new(),
+        seed: None,
+    });
+    let engine = delivery::Engine::start(shared.clone(), shutdown.clone(), abort.clone())
+        .with_pruning(shared, shutdown.clone());
+    let task = tokio::spawn(server::run(relay, store.clone(), ingest, admin, shutdown));
     Ok(Running {
         ingest_addr,
         admin_addr,
         store,
         task,
+        engine,
+        abort,
+        shutdown_timeout,
     })
 }

@@ -46,6 +46,78 @@ pub struct DeliveryRow {
     pub attempts: i64,
 }
 
+/// A pending delivery with its event, for a worker.
+#[derive(Debug, Clone)]
+pub struct PendingDelivery {
+    pub id: i64,
+    pub event_id: i64,
+    pub route: String,
+    pub target: String,
+    pub template: Option<String>,
+    /// Attempts made so far.
+    pub attempts: i64,
+    pub next_attempt_at_ms: i64,
+    pub created_at_ms: i64,
+    /// The request body as received.
+    pub body: String,
+    /// Crisp's timestamp, or the receive time when Crisp left it out.
+    pub timestamp_ms: i64,
+    pub received_at_ms: i64,
+}
+
+/// A delivery that failed for good, kept for an operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub id: i64,
+    pub event_id: i64,
+    pub route: String,
+    pub target: String,
+    /// The event name, e.g. `message:send`.
+    pub event: String,
+    pub attempts: i64,
+    pub last_status: Option<i64>,
+    pub last_error: Option<String>,
+    pub created_at_ms: i64,
+    pub failed_at_ms: i64,
+}
+
+/// A change to delivery rows, applied by the writer with the next commit.
+#[derive(Debug, Clone)]
+pub enum Op {
+    /// Sent and acknowledged.
+    Delivered {
+        id: i64,
+        attempts: i64,
+        status: Option<u16>,
+    },
+    /// Failed for now: try again at `next_attempt_at_ms`. Also used to record
+    /// an attempt on a target that then stopped (the row stays pending).
+    Retry {
+        id: i64,
+        attempts: i64,
+        next_attempt_at_ms: i64,
+        status: Option<u16>,
+        error: String,
+    },
+    /// Failed for good: a dead letter.
+    Dead {
+        id: i64,
+        attempts: i64,
+        status: Option<u16>,
+        error: String,
+    },
+    /// Dead letters back to pending (all, one id, and/or one target).
+    Replay {
+        id: Option<i64>,
+        target: Option<String>,
+    },
+    /// Deletes dead letters last changed before `before_ms`.
+    PurgeDead { before_ms: i64 },
+    /// Deletes delivered rows (and events left without deliveries) older
+    /// than `before_ms`.
+    PruneDelivered { before_ms: i64 },
+}
+
 /// What the store can fail with. `is_overloaded` errors become 503.
 #[derive(Debug, Error)]
 pub enum StoreError {

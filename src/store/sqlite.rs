@@ -1,6 +1,7 @@
 //! SQLite engine for the store: one file, WAL mode, `synchronous = FULL`, a
 //! single writer task doing group commits, and a small pool for reads.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,10 +9,10 @@ use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{AssertSqlSafe, Connection, Row, SqliteConnection, SqlitePool};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::{DeliveryRow, NewDelivery, NewEvent, StoreError};
+use super::{DeadLetter, DeliveryRow, NewDelivery, NewEvent, Op, PendingDelivery, StoreError};
 
 /// The schema version this build writes (`PRAGMA user_version`).
 pub const SCHEMA_VERSION: i64 = 1;
@@ -52,14 +53,21 @@ const MAX_BATCH: usize = 1024;
 /// Rows per multi-row INSERT (SQLite allows 32766 parameters).
 const ROWS_PER_INSERT: usize = 500;
 
+type Reply<T> = oneshot::Sender<Result<T, Arc<sqlx::Error>>>;
+
 enum Request {
     Accept {
         event: NewEvent,
         deliveries: Vec<NewDelivery>,
-        reply: oneshot::Sender<Result<i64, Arc<sqlx::Error>>>,
+        reply: Reply<i64>,
     },
     Probe {
-        reply: oneshot::Sender<Result<(), Arc<sqlx::Error>>>,
+        reply: Reply<()>,
+    },
+    /// A change to delivery rows; answers the number of rows changed.
+    Op {
+        op: Op,
+        reply: Reply<u64>,
     },
     /// Commit what is queued, then refuse new requests and stop.
     Close,
@@ -82,6 +90,34 @@ pub struct SqliteStore {
     stats: Arc<StoreStats>,
     writer: Arc<tokio::sync::Mutex<Option<JoinHandle<()>>>>,
     path: PathBuf,
+    wakers: Wakers,
+}
+
+/// One `Notify` per target, signalled after a commit that gives the target
+/// work (new deliveries, replays). `notify_one` keeps a permit when nobody
+/// waits, so a worker busy while the commit lands does not miss it.
+#[derive(Clone, Default)]
+struct Wakers(Arc<std::sync::Mutex<HashMap<String, Arc<Notify>>>>);
+
+impl Wakers {
+    fn get(&self, target: &str) -> Arc<Notify> {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(target.to_owned()).or_default().clone()
+    }
+
+    fn wake(&self, target: &str) {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get(target) {
+            n.notify_one();
+        }
+    }
+
+    fn wake_all(&self) {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        for n in map.values() {
+            n.notify_one();
+        }
+    }
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -143,7 +179,8 @@ impl SqliteStore {
             .map_err(|e| open_err(Box::new(e)))?;
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let stats = Arc::new(StoreStats::default());
-        let writer = tokio::spawn(writer(conn, rx, next_id, stats.clone()));
+        let wakers = Wakers::default();
+        let writer = tokio::spawn(writer(conn, rx, next_id, stats.clone(), wakers.clone()));
         Ok(Self {
             tx,
             reads,
@@ -151,6 +188,7 @@ impl SqliteStore {
             stats,
             writer: Arc::new(tokio::sync::Mutex::new(Some(writer))),
             path: path.to_owned(),
+            wakers,
         })
     }
 
@@ -193,6 +231,90 @@ impl SqliteStore {
             Ok(r) => r.map_err(|e| StoreError::Db(unwrap_arc(e))),
             Err(_) => Err(StoreError::Closed),
         }
+    }
+
+    /// The notification a worker for `target` waits on for new work.
+    pub fn waker(&self, target: &str) -> Arc<Notify> {
+        self.wakers.get(target)
+    }
+
+    /// Applies `op` (waiting for room in the queue, unlike `accept`) and
+    /// returns the number of rows it changed, once committed.
+    pub async fn apply(&self, op: Op) -> Result<u64, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Request::Op { op, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        match rx.await {
+            Ok(r) => r.map_err(|e| StoreError::Db(unwrap_arc(e))),
+            Err(_) => Err(StoreError::Closed),
+        }
+    }
+
+    /// The oldest pending delivery for `target` (FIFO by id), with its event.
+    pub async fn next_pending(&self, target: &str) -> Result<Option<PendingDelivery>, StoreError> {
+        let row = sqlx::query(
+            "SELECT d.id, d.event_id, d.route, d.template, d.attempts, d.next_attempt_at, d.created_at, e.body, e.timestamp, e.received_at \
+             FROM deliveries d JOIN events e ON e.id = d.event_id \
+             WHERE d.target = ? AND d.state = 'pending' ORDER BY d.id LIMIT 1",
+        )
+        .bind(target)
+        .fetch_optional(&self.reads)
+        .await?;
+        let Some(r) = row else { return Ok(None) };
+        Ok(Some(PendingDelivery {
+            id: r.try_get(0)?,
+            event_id: r.try_get(1)?,
+            route: r.try_get(2)?,
+            target: target.to_owned(),
+            template: r.try_get(3)?,
+            attempts: r.try_get(4)?,
+            next_attempt_at_ms: r.try_get(5)?,
+            created_at_ms: r.try_get(6)?,
+            body: r.try_get(7)?,
+            timestamp_ms: r.try_get(8)?,
+            received_at_ms: r.try_get(9)?,
+        }))
+    }
+
+    /// Dead letters, oldest first, optionally for one target.
+    pub async fn dead_letters(&self, target: Option<&str>) -> Result<Vec<DeadLetter>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT d.id, d.event_id, d.route, d.target, e.name, d.attempts, d.last_status, d.last_error, d.created_at, d.updated_at \
+             FROM deliveries d JOIN events e ON e.id = d.event_id \
+             WHERE d.state = 'dead' AND (?1 IS NULL OR d.target = ?1) ORDER BY d.id",
+        )
+        .bind(target)
+        .fetch_all(&self.reads)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(DeadLetter {
+                    id: r.try_get(0)?,
+                    event_id: r.try_get(1)?,
+                    route: r.try_get(2)?,
+                    target: r.try_get(3)?,
+                    event: r.try_get(4)?,
+                    attempts: r.try_get(5)?,
+                    last_status: r.try_get(6)?,
+                    last_error: r.try_get(7)?,
+                    created_at_ms: r.try_get(8)?,
+                    failed_at_ms: r.try_get(9)?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
+    /// How many deliveries for `target` are pending.
+    pub async fn pending_count(&self, target: &str) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT COUNT(*) FROM deliveries WHERE target = ? AND state = 'pending'",
+        )
+        .bind(target)
+        .fetch_one(&self.reads)
+        .await?)
     }
 
     pub fn stats(&self) -> &StoreStats {
@@ -270,6 +392,7 @@ async fn writer(
     mut rx: mpsc::Receiver<Request>,
     mut next_id: i64,
     stats: Arc<StoreStats>,
+    wakers: Wakers,
 ) {
     let mut batch: Vec<Request> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.recv().await {
@@ -285,12 +408,16 @@ async fn writer(
         }
         let first_id = next_id;
         let result = commit(&mut conn, &batch, first_id).await;
+        if result.is_ok() {
+            wake_targets(&wakers, &batch);
+        }
         let accepted = batch
             .iter()
             .filter(|r| matches!(r, Request::Accept { .. }))
             .count();
         match result {
-            Ok(()) => {
+            Ok(counts) => {
+                let mut counts = counts.into_iter();
                 next_id += accepted as i64;
                 stats.commits.fetch_add(1, Ordering::Relaxed);
                 stats.events.fetch_add(accepted as u64, Ordering::Relaxed);
@@ -307,6 +434,9 @@ async fn writer(
                         Request::Probe { reply } => {
                             let _ = reply.send(Ok(()));
                         }
+                        Request::Op { reply, .. } => {
+                            let _ = reply.send(Ok(counts.next().unwrap_or(0)));
+                        }
                         Request::Close => {}
                     }
                 }
@@ -320,6 +450,9 @@ async fn writer(
                             let _ = reply.send(Err(e.clone()));
                         }
                         Request::Probe { reply } => {
+                            let _ = reply.send(Err(e.clone()));
+                        }
+                        Request::Op { reply, .. } => {
                             let _ = reply.send(Err(e.clone()));
                         }
                         Request::Close => {}
@@ -343,7 +476,7 @@ async fn commit(
     conn: &mut SqliteConnection,
     batch: &[Request],
     first_id: i64,
-) -> Result<(), sqlx::Error> {
+) -> Result<Vec<u64>, sqlx::Error> {
     let now = crate::now_ms();
     let mut tx = conn.begin().await?;
     let events: Vec<(i64, &NewEvent, &[NewDelivery])> = batch
@@ -352,7 +485,7 @@ async fn commit(
             Request::Accept {
                 event, deliveries, ..
             } => Some((event, deliveries.as_slice())),
-            Request::Probe { .. } | Request::Close => None,
+            Request::Probe { .. } | Request::Op { .. } | Request::Close => None,
         })
         .enumerate()
         .map(|(i, (e, d))| (first_id + i as i64, e, d))
@@ -404,7 +537,104 @@ async fn commit(
             .execute(&mut *tx)
             .await?;
     }
-    tx.commit().await
+    let mut counts = Vec::new();
+    for req in batch {
+        if let Request::Op { op, .. } = req {
+            counts.push(apply_op(&mut tx, op, now).await?);
+        }
+    }
+    tx.commit().await?;
+    Ok(counts)
+}
+
+/// Wakes the workers that a committed batch gave work to.
+fn wake_targets(wakers: &Wakers, batch: &[Request]) {
+    for req in batch {
+        match req {
+            Request::Accept { deliveries, .. } => {
+                for d in deliveries {
+                    wakers.wake(&d.target);
+                }
+            }
+            Request::Op {
+                op: Op::Replay {
+                    target: Some(t), ..
+                },
+                ..
+            } => wakers.wake(t),
+            Request::Op {
+                op: Op::Replay { target: None, .. },
+                ..
+            } => wakers.wake_all(),
+            _ => {}
+        }
+    }
+}
+
+async fn apply_op(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    op: &Op,
+    now: i64,
+) -> Result<u64, sqlx::Error> {
+    let done = match op {
+        Op::Delivered { id, attempts, status } => {
+            sqlx::query("UPDATE deliveries SET state = 'delivered', attempts = ?, last_status = ?, last_error = NULL, updated_at = ? WHERE id = ?")
+                .bind(attempts)
+                .bind(status.map(i64::from))
+                .bind(now)
+                .bind(id)
+                .execute(&mut **tx)
+                .await?
+        }
+        Op::Retry { id, attempts, next_attempt_at_ms, status, error } => {
+            sqlx::query("UPDATE deliveries SET attempts = ?, next_attempt_at = ?, last_status = ?, last_error = ?, updated_at = ? WHERE id = ? AND state = 'pending'")
+                .bind(attempts)
+                .bind(next_attempt_at_ms)
+                .bind(status.map(i64::from))
+                .bind(error)
+                .bind(now)
+                .bind(id)
+                .execute(&mut **tx)
+                .await?
+        }
+        Op::Dead { id, attempts, status, error } => {
+            sqlx::query("UPDATE deliveries SET state = 'dead', attempts = ?, last_status = ?, last_error = ?, updated_at = ? WHERE id = ? AND state = 'pending'")
+                .bind(attempts)
+                .bind(status.map(i64::from))
+                .bind(error)
+                .bind(now)
+                .bind(id)
+                .execute(&mut **tx)
+                .await?
+        }
+        Op::Replay { id, target } => {
+            sqlx::query("UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = ?1, updated_at = ?1 WHERE state = 'dead' AND (?2 IS NULL OR id = ?2) AND (?3 IS NULL OR target = ?3)")
+                .bind(now)
+                .bind(id)
+                .bind(target)
+                .execute(&mut **tx)
+                .await?
+        }
+        Op::PurgeDead { before_ms } => {
+            sqlx::query("DELETE FROM deliveries WHERE state = 'dead' AND updated_at < ?")
+                .bind(before_ms)
+                .execute(&mut **tx)
+                .await?
+        }
+        Op::PruneDelivered { before_ms } => {
+            let n = sqlx::query("DELETE FROM deliveries WHERE state = 'delivered' AND updated_at < ?")
+                .bind(before_ms)
+                .execute(&mut **tx)
+                .await?;
+            // Events whose every delivery is gone, once past retention too.
+            sqlx::query("DELETE FROM events WHERE received_at < ? AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = events.id)")
+                .bind(before_ms)
+                .execute(&mut **tx)
+                .await?;
+            n
+        }
+    };
+    Ok(done.rows_affected())
 }
 
 /// `prefix (?, ?, ...), (?, ?, ...)` with `rows` groups of `cols` parameters.

@@ -1,0 +1,439 @@
+//! What an answer means: delivered, retry later (and when), or failed for
+//! good (and whether the target must stop). Pure functions over status,
+//! headers and body, tested by tables; no sleeping, no I/O.
+//!
+//! Facts from research/targets.md: Discord §1.4–1.5, Slack §2.1–2.3,
+//! Standard Webhooks §3, retry practice §4.
+
+use std::time::Duration;
+
+use crate::config::TargetKind;
+
+/// The parts of a destination's answer that classification reads.
+#[derive(Debug, Clone, Default)]
+pub struct Answer {
+    pub status: u16,
+    /// Header names in lower case.
+    pub headers: Vec<(String, String)>,
+    /// The body, possibly cut (the relay never needs more than a few KiB).
+    pub body: String,
+}
+
+impl Answer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A failure below HTTP: no answer at all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransportError {
+    /// No complete answer within the target's `timeout`.
+    Timeout,
+    /// Could not connect (refused, DNS, TLS).
+    Connect(String),
+    /// The connection broke mid-request, or another retryable I/O failure.
+    Io(String),
+    /// The request could not be built (a bug or a bad config); not retried.
+    Build(String),
+}
+
+impl std::fmt::Display for TransportError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Timeout => f.write_str("timed out"),
+            Self::Connect(e) => write!(f, "connection failed: {e}"),
+            Self::Io(e) => write!(f, "request failed: {e}"),
+            Self::Build(e) => write!(f, "request could not be built: {e}"),
+        }
+    }
+}
+
+/// What to do after an attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Delivered,
+    /// Try again; `after` is the destination's own hint, if it gave one.
+    Retry {
+        after: Option<Duration>,
+        reason: String,
+    },
+    /// Do not try this delivery again. `disable`: stop sending to the
+    /// target at all (the webhook is gone; hammering it harms the relay).
+    Failed {
+        reason: String,
+        disable: bool,
+    },
+}
+
+/// Rate-limit information in an answer (Discord's headers, `Retry-After`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RateHints {
+    /// `X-RateLimit-Remaining`.
+    pub remaining: Option<u32>,
+    /// `X-RateLimit-Reset-After` (seconds, may be fractional).
+    pub reset_after: Option<Duration>,
+    /// `X-RateLimit-Bucket`.
+    pub bucket: Option<String>,
+    /// On 429: how long to wait — the body's fractional `retry_after` when
+    /// present (more precise), else `Retry-After` (seconds or HTTP date).
+    pub retry_after: Option<Duration>,
+    /// Discord's `global` flag / `X-RateLimit-Global`.
+    pub global: bool,
+}
+
+/// Reads the rate-limit hints of `answer`. `now_unix_ms` resolves an HTTP
+/// date in `Retry-After`.
+pub fn rate_hints(answer: &Answer, now_unix_ms: i64) -> RateHints {
+    let secs = |v: &str| {
+        v.trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .map(Duration::from_secs_f64)
+    };
+    let mut hints = RateHints {
+        remaining: answer
+            .header("x-ratelimit-remaining")
+            .and_then(|v| v.trim().parse().ok()),
+        reset_after: answer.header("x-ratelimit-reset-after").and_then(secs),
+        bucket: answer.header("x-ratelimit-bucket").map(str::to_owned),
+        retry_after: None,
+        global: answer
+            .header("x-ratelimit-global")
+            .is_some_and(|v| v.eq_ignore_ascii_case("true")),
+    };
+    let body_hint = if answer.body.trim_start().starts_with('{') {
+        serde_json::from_str::<serde_json::Value>(&answer.body)
+            .ok()
+            .map(|v| {
+                if v.get("global").and_then(serde_json::Value::as_bool) == Some(true) {
+                    hints.global = true;
+                }
+                v.get("retry_after").and_then(serde_json::Value::as_f64)
+            })
+    } else {
+        None
+    };
+    let body_hint = body_hint
+        .flatten()
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(Duration::from_secs_f64);
+    let header_hint = answer
+        .header("retry-after")
+        .and_then(|v| secs(v).or_else(|| http_date_delay(v, now_unix_ms)));
+    hints.retry_after = body_hint.or(header_hint);
+    hints
+}
+
+/// `Retry-After: <HTTP-date>` as a delay from now.
+fn http_date_delay(v: &str, now_unix_ms: i64) -> Option<Duration> {
+    let at = parse_http_date(v)?;
+    Some(Duration::from_millis(
+        u64::try_from(at * 1000 - now_unix_ms).unwrap_or(0),
+    ))
+}
+
+/// Parses an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`) to Unix seconds.
+pub fn parse_http_date(v: &str) -> Option<i64> {
+    let parts: Vec<&str> = v.split_whitespace().collect();
+    let [_, day, month, year, time, "GMT"] = parts.as_slice() else {
+        return None;
+    };
+    let day: i64 = day.parse().ok()?;
+    let month = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ]
+    .iter()
+    .position(|m| m == month)? as i64
+        + 1;
+    let year: i64 = year.parse().ok()?;
+    let hms: Vec<i64> = time
+        .split(':')
+        .map(|p| p.parse().ok())
+        .collect::<Option<_>>()?;
+    let [h, m, s] = hms.as_slice() else {
+        return None;
+    };
+    // days_from_civil (Howard Hinnant)
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + h * 3600 + m * 60 + s)
+}
+
+/// Slack error strings that mean the webhook or channel is gone.
+const SLACK_DISABLE: &[&str] = &[
+    "channel_is_archived",
+    "channel_not_found",
+    "no_service",
+    "no_active_hooks",
+    "no_service_id",
+    "invalid_token",
+    "no_team",
+    "team_disabled",
+    "action_prohibited",
+    "posting_to_general_channel_denied",
+];
+
+/// Classifies an HTTP answer from a target of `kind`.
+pub fn classify(kind: TargetKind, answer: &Answer, hints: &RateHints) -> Outcome {
+    let status = answer.status;
+    let excerpt = excerpt(&answer.body);
+    let with_body = |what: &str| {
+        if excerpt.is_empty() {
+            format!("{what} (HTTP {status})")
+        } else {
+            format!("{what} (HTTP {status}): {excerpt}")
+        }
+    };
+    match status {
+        200..=299 => match kind {
+            // Slack answers 200 with the text `ok`; anything else is an error
+            // in a success status, which retrying will not fix.
+            TargetKind::Slack if answer.body.trim() != "ok" && !answer.body.trim().is_empty() => {
+                Outcome::Failed {
+                    reason: with_body("Slack did not answer `ok`"),
+                    disable: false,
+                }
+            }
+            _ => Outcome::Delivered,
+        },
+        300..=399 => Outcome::Failed {
+            reason: with_body("redirect not followed (the target URL has moved; update it)"),
+            disable: false,
+        },
+        429 => Outcome::Retry {
+            after: hints.retry_after,
+            reason: with_body("rate limited"),
+        },
+        408 => Outcome::Retry {
+            after: hints.retry_after,
+            reason: with_body("request timeout"),
+        },
+        501 => Outcome::Failed {
+            reason: with_body("not implemented"),
+            disable: false,
+        },
+        500..=599 => Outcome::Retry {
+            after: hints.retry_after,
+            reason: with_body("server error"),
+        },
+        _ => {
+            let disable = match kind {
+                // 404 / 10015 unknown webhook, 401 / 403 / 50027 bad token:
+                // "If a webhook returns a 404 status you should not attempt to
+                // use it again" (Discord), and 401/403 count as invalid requests.
+                TargetKind::Discord => matches!(status, 401 | 403 | 404),
+                TargetKind::Slack => {
+                    matches!(status, 404 | 410)
+                        || SLACK_DISABLE.iter().any(|e| answer.body.trim() == *e)
+                }
+                TargetKind::Webhook => status == 410,
+                TargetKind::Stdout => false,
+            };
+            let what = if disable {
+                "target rejected the webhook itself"
+            } else {
+                "request rejected"
+            };
+            Outcome::Failed {
+                reason: with_body(what),
+                disable,
+            }
+        }
+    }
+}
+
+/// Classifies a failure with no HTTP answer.
+pub fn classify_error(err: &TransportError) -> Outcome {
+    match err {
+        TransportError::Build(_) => Outcome::Failed {
+            reason: err.to_string(),
+            disable: false,
+        },
+        _ => Outcome::Retry {
+            after: None,
+            reason: err.to_string(),
+        },
+    }
+}
+
+/// The first 300 characters of a body, on one line, for errors and logs.
+pub fn excerpt(body: &str) -> String {
+    let one_line: String = body.split_whitespace().collect::<Vec<_>>().join(" ");
+    crate::render::truncate(&one_line, 300).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use TargetKind::*;
+
+    fn answer(status: u16, headers: &[(&str, &str)], body: &str) -> Answer {
+        Answer {
+            status,
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), (*v).to_owned()))
+                .collect(),
+            body: body.to_owned(),
+        }
+    }
+
+    fn outcome(kind: TargetKind, a: &Answer) -> &'static str {
+        match classify(kind, a, &rate_hints(a, 0)) {
+            Outcome::Delivered => "delivered",
+            Outcome::Retry { .. } => "retry",
+            Outcome::Failed { disable: true, .. } => "disable",
+            Outcome::Failed { disable: false, .. } => "dead",
+        }
+    }
+
+    #[test]
+    fn classification_table() {
+        let cases: &[(TargetKind, u16, &str, &str)] = &[
+            (Discord, 200, "{\"id\":\"1\"}", "delivered"),
+            (Discord, 204, "", "delivered"),
+            (
+                Discord,
+                400,
+                "{\"code\":50035,\"message\":\"Invalid Form Body\"}",
+                "dead",
+            ),
+            (Discord, 401, "{\"code\":50027}", "disable"),
+            (Discord, 403, "", "disable"),
+            (
+                Discord,
+                404,
+                "{\"code\":10015,\"message\":\"Unknown Webhook\"}",
+                "disable",
+            ),
+            (Discord, 413, "", "dead"),
+            (Discord, 429, "{\"retry_after\":1.5}", "retry"),
+            (Discord, 500, "", "retry"),
+            (Discord, 502, "", "retry"),
+            (Discord, 503, "", "retry"),
+            (Discord, 501, "", "dead"),
+            (Discord, 408, "", "retry"),
+            (Discord, 301, "", "dead"),
+            (Slack, 200, "ok", "delivered"),
+            (Slack, 200, "", "delivered"),
+            (Slack, 200, "invalid_payload", "dead"),
+            (Slack, 400, "invalid_payload", "dead"),
+            (Slack, 400, "no_text", "dead"),
+            (Slack, 403, "action_prohibited", "disable"),
+            (Slack, 403, "invalid_token", "disable"),
+            (Slack, 404, "channel_not_found", "disable"),
+            (Slack, 410, "channel_is_archived", "disable"),
+            (Slack, 429, "rate_limited", "retry"),
+            (Slack, 500, "rollup_error", "retry"),
+            (Webhook, 201, "", "delivered"),
+            (Webhook, 302, "", "dead"),
+            (Webhook, 404, "", "dead"),
+            (Webhook, 410, "", "disable"),
+            (Webhook, 422, "", "dead"),
+            (Webhook, 504, "", "retry"),
+        ];
+        for (kind, status, body, want) in cases {
+            assert_eq!(
+                outcome(*kind, &answer(*status, &[], body)),
+                *want,
+                "{kind} {status} {body}"
+            );
+        }
+        assert_eq!(
+            classify_error(&TransportError::Timeout),
+            Outcome::Retry {
+                after: None,
+                reason: "timed out".into()
+            }
+        );
+        assert!(matches!(
+            classify_error(&TransportError::Connect("refused".into())),
+            Outcome::Retry { .. }
+        ));
+        assert!(matches!(
+            classify_error(&TransportError::Build("x".into())),
+            Outcome::Failed { disable: false, .. }
+        ));
+    }
+
+    #[test]
+    fn retry_after_prefers_the_precise_body() {
+        let a = answer(
+            429,
+            &[("Retry-After", "2")],
+            r#"{"message":"You are being rate limited.","retry_after":1.337,"global":false}"#,
+        );
+        let h = rate_hints(&a, 0);
+        assert_eq!(h.retry_after, Some(Duration::from_millis(1337)));
+        assert!(!h.global);
+        assert_eq!(
+            classify(Discord, &a, &h),
+            Outcome::Retry {
+                after: Some(Duration::from_millis(1337)),
+                reason: format!("rate limited (HTTP 429): {}", a.body)
+            }
+        );
+
+        let a = answer(429, &[("Retry-After", "7")], "rate_limited");
+        assert_eq!(rate_hints(&a, 0).retry_after, Some(Duration::from_secs(7)));
+        let a = answer(503, &[("Retry-After", "Sun, 06 Nov 1994 08:49:37 GMT")], "");
+        assert_eq!(
+            rate_hints(&a, 784_111_770_000).retry_after,
+            Some(Duration::from_secs(7))
+        );
+        assert_eq!(
+            rate_hints(&a, 784_111_790_000).retry_after,
+            Some(Duration::ZERO)
+        );
+        let a = answer(429, &[("Retry-After", "soon")], "");
+        assert_eq!(rate_hints(&a, 0).retry_after, None);
+        let a = answer(
+            429,
+            &[("X-RateLimit-Global", "true")],
+            r#"{"retry_after": 0.25, "global": true}"#,
+        );
+        assert!(rate_hints(&a, 0).global);
+    }
+
+    #[test]
+    fn discord_bucket_headers() {
+        let a = answer(
+            200,
+            &[
+                ("X-RateLimit-Limit", "5"),
+                ("X-RateLimit-Remaining", "0"),
+                ("X-RateLimit-Reset-After", "1.250"),
+                ("X-RateLimit-Bucket", "abcd"),
+            ],
+            "{}",
+        );
+        let h = rate_hints(&a, 0);
+        assert_eq!(h.remaining, Some(0));
+        assert_eq!(h.reset_after, Some(Duration::from_millis(1250)));
+        assert_eq!(h.bucket.as_deref(), Some("abcd"));
+    }
+
+    #[test]
+    fn http_dates() {
+        assert_eq!(
+            parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(784_111_777)
+        );
+        assert_eq!(parse_http_date("Thu, 01 Jan 1970 00:00:00 GMT"), Some(0));
+        assert_eq!(
+            parse_http_date("Tue, 29 Feb 2000 12:00:00 GMT"),
+            Some(951_825_600)
+        );
+        assert_eq!(parse_http_date("yesterday"), None);
+    }
+}

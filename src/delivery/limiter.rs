@@ -1,0 +1,199 @@
+//! Per-target pacing: the configured quota (governor, on a clock driven by
+//! tokio's time so paused-clock tests control it) plus what the destination
+//! says about itself (Discord's bucket headers, 429 `retry_after`). Every
+//! attempt, retries included, passes here.
+
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use governor::clock::Clock;
+use governor::middleware::NoOpMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
+use tokio::time::Instant;
+
+use super::classify::RateHints;
+use crate::config::RateLimit;
+
+/// A governor clock reading tokio's time (which tests can pause).
+#[derive(Debug, Clone)]
+pub struct TokioClock {
+    base: Instant,
+}
+
+impl TokioClock {
+    pub fn new() -> Self {
+        Self {
+            base: Instant::now(),
+        }
+    }
+}
+
+impl Default for TokioClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clock for TokioClock {
+    type Instant = Duration;
+
+    fn now(&self) -> Duration {
+        self.base.elapsed()
+    }
+}
+
+/// Why a send was held back (for logs and, later, metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Held {
+    /// The configured quota.
+    Quota,
+    /// The destination said to wait (bucket exhausted or 429).
+    Remote,
+}
+
+/// The pacing state of one target.
+pub struct TargetLimiter {
+    quota: Option<RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Duration>>>,
+    clock: TokioClock,
+    /// No send before this instant (from the destination's headers).
+    blocked_until: Option<Instant>,
+}
+
+impl std::fmt::Debug for TargetLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TargetLimiter")
+            .field("limited", &self.quota.is_some())
+            .field("blocked_until", &self.blocked_until)
+            .finish()
+    }
+}
+
+impl TargetLimiter {
+    /// `None`: no quota (only the destination's own signals apply).
+    pub fn new(rate: Option<RateLimit>) -> Self {
+        let clock = TokioClock::new();
+        let quota = rate.and_then(|r| {
+            let period = r.per.checked_div(r.requests.max(1))?;
+            let quota = Quota::with_period(period)?.allow_burst(NonZeroU32::new(r.burst.max(1))?);
+            Some(RateLimiter::direct_with_clock(quota, clock.clone()))
+        });
+        Self {
+            quota,
+            clock,
+            blocked_until: None,
+        }
+    }
+
+    /// How long to wait before the next send may go, and why; `None` when it
+    /// may go now. Takes a quota cell when it answers `None`.
+    pub fn check(&mut self) -> Option<(Duration, Held)> {
+        let now = Instant::now();
+        if let Some(until) = self.blocked_until {
+            if until > now {
+                return Some((until - now, Held::Remote));
+            }
+            self.blocked_until = None;
+        }
+        match &self.quota {
+            None => None,
+            Some(limiter) => match limiter.check() {
+                Ok(()) => None,
+                Err(not_until) => Some((not_until.wait_time_from(self.clock.now()), Held::Quota)),
+            },
+        }
+    }
+
+    /// Waits until a send may go (or `cancel` fires: then `false`).
+    pub async fn ready(&mut self, cancel: &tokio_util::sync::CancellationToken) -> bool {
+        while let Some((wait, why)) = self.check() {
+            tracing::trace!(wait_ms = wait.as_millis() as u64, held = ?why, "rate limited locally");
+            tokio::select! {
+                () = tokio::time::sleep(wait.max(Duration::from_millis(1))) => {}
+                () = cancel.cancelled() => return false,
+            }
+        }
+        true
+    }
+
+    /// Learns from an answer: an exhausted Discord bucket blocks until it
+    /// resets; a 429's hint blocks for that long.
+    pub fn observe(&mut self, status: u16, hints: &RateHints) {
+        let now = Instant::now();
+        let mut until = None;
+        if hints.remaining == Some(0)
+            && let Some(after) = hints.reset_after
+        {
+            until = Some(now + after);
+        }
+        if status == 429
+            && let Some(after) = hints.retry_after
+        {
+            until = Some(until.map_or(now + after, |u: Instant| u.max(now + after)));
+        }
+        if let Some(u) = until {
+            self.blocked_until = Some(self.blocked_until.map_or(u, |b| b.max(u)));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn quota_paces_sends() {
+        let mut l = TargetLimiter::new(Some(RateLimit {
+            requests: 5,
+            per: Duration::from_secs(2),
+            burst: 5,
+        }));
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let start = Instant::now();
+        let mut at = Vec::new();
+        for _ in 0..10 {
+            assert!(l.ready(&cancel).await);
+            at.push((Instant::now() - start).as_millis());
+        }
+        // A burst of 5, then one every 400 ms.
+        assert_eq!(at, vec![0, 0, 0, 0, 0, 400, 800, 1200, 1600, 2000]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn remote_signals_block() {
+        let mut l = TargetLimiter::new(None);
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let start = Instant::now();
+        assert!(l.check().is_none());
+        l.observe(
+            200,
+            &RateHints {
+                remaining: Some(0),
+                reset_after: Some(Duration::from_millis(1250)),
+                ..Default::default()
+            },
+        );
+        assert_eq!(l.check().map(|(_, h)| h), Some(Held::Remote));
+        assert!(l.ready(&cancel).await);
+        assert_eq!((Instant::now() - start).as_millis(), 1250);
+        l.observe(
+            429,
+            &RateHints {
+                retry_after: Some(Duration::from_millis(337)),
+                ..Default::default()
+            },
+        );
+        assert!(l.ready(&cancel).await);
+        assert_eq!((Instant::now() - start).as_millis(), 1587);
+        // Remaining > 0 does not block.
+        l.observe(
+            200,
+            &RateHints {
+                remaining: Some(3),
+                reset_after: Some(Duration::from_secs(9)),
+                ..Default::default()
+            },
+        );
+        assert!(l.check().is_none());
+    }
+}

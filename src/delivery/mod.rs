@@ -1,0 +1,435 @@
+//! Delivery: draining the store to the destinations.
+//!
+//! Owns one worker per enabled target. A worker takes that target's oldest
+//! pending delivery (FIFO by id, so a channel reads in Crisp's order), waits
+//! until it is due, renders it, waits for the target's limiter, sends it,
+//! classifies the answer and records the result — and only then moves on.
+//! A delivery waiting for a retry therefore holds back later deliveries to
+//! the same target, and no other target. Rows stay `pending` while in
+//! flight: a crash mid-send means the send is repeated after restart
+//! (at-least-once).
+//!
+//! Must not: accept events (the server does), or decide escaping and
+//! limits (render and targets do).
+
+pub mod backoff;
+pub mod classify;
+pub mod limiter;
+pub mod transport;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use crate::app::Relay;
+use crate::config::{Target, TargetKind};
+use crate::event::Event;
+use crate::store::{Op, PendingDelivery, SqliteStore, StoreError};
+use crate::targets::{Body, OutgoingRequest};
+use classify::{Answer, Outcome, RateHints, classify, classify_error, rate_hints};
+use limiter::TargetLimiter;
+use transport::Transport;
+
+/// How often an idle worker looks at the store even without a wake-up
+/// (replays made by another process, e.g. `crisp-relay deadletters replay`).
+const IDLE_POLL: Duration = Duration::from_secs(5);
+/// How often delivered rows past `store.retention` are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Wall-clock milliseconds that advance with tokio's clock, so tests on a
+/// paused clock see schedules move with virtual time.
+#[derive(Debug, Clone, Copy)]
+pub struct WallClock {
+    base_ms: i64,
+    base: Instant,
+}
+
+impl WallClock {
+    pub fn new() -> Self {
+        Self {
+            base_ms: crate::now_ms(),
+            base: Instant::now(),
+        }
+    }
+
+    pub fn now_ms(&self) -> i64 {
+        self.base_ms + self.base.elapsed().as_millis() as i64
+    }
+}
+
+impl Default for WallClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What every worker shares.
+pub struct Shared {
+    pub relay: Arc<Relay>,
+    pub store: SqliteStore,
+    pub transport: Arc<dyn Transport>,
+    pub clock: WallClock,
+    /// Seeds the backoff jitter (tests); `None`: random.
+    pub seed: Option<u64>,
+}
+
+/// The running workers.
+pub struct Engine {
+    handles: Vec<JoinHandle<()>>,
+}
+
+impl Engine {
+    /// Starts a worker per enabled target. `stop`: take
+    /// no new work; `abort`: give up sends in flight (the shutdown deadline).
+    pub fn start(shared: Arc<Shared>, stop: CancellationToken, abort: CancellationToken) -> Self {
+        let mut handles = Vec::new();
+        for (index, target) in shared.relay.config.targets.iter().enumerate() {
+            if !target.enabled {
+                continue;
+            }
+            info!(target_name = %target.name, kind = %target.kind, "delivery worker started");
+            handles.push(tokio::spawn(run_worker(
+                shared.clone(),
+                index,
+                stop.clone(),
+                abort.clone(),
+            )));
+        }
+        Self { handles }
+    }
+
+    /// Also prunes delivered rows past `store.retention`, now and hourly.
+    pub fn with_pruning(mut self, shared: Arc<Shared>, stop: CancellationToken) -> Self {
+        self.handles.push(tokio::spawn(prune(shared, stop)));
+        self
+    }
+
+    /// Waits for every worker to stop.
+    pub async fn join(self) {
+        for h in self.handles {
+            let _ = h.await;
+        }
+    }
+}
+
+async fn prune(shared: Arc<Shared>, stop: CancellationToken) {
+    let retention = shared.relay.config.store.retention;
+    loop {
+        let before_ms = shared.clock.now_ms() - retention.as_millis() as i64;
+        match shared.store.apply(Op::PruneDelivered { before_ms }).await {
+            Ok(0) => {}
+            Ok(n) => info!(rows = n, "pruned delivered rows past retention"),
+            Err(StoreError::Closed) => return,
+            Err(e) => warn!(error = %e, "pruning failed"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(PRUNE_EVERY) => {}
+            () = stop.cancelled() => return,
+        }
+    }
+}
+
+/// What the worker loop does after an attempt.
+enum Flow {
+    Next,
+    Stop,
+    /// The destination is gone: stop sending until the config changes.
+    Disable,
+}
+
+async fn run_worker(
+    shared: Arc<Shared>,
+    index: usize,
+    stop: CancellationToken,
+    abort: CancellationToken,
+) {
+    let target = &shared.relay.config.targets[index];
+    let waker = shared.store.waker(&target.name);
+    let mut limiter = TargetLimiter::new(target.rate_limit);
+    let mut rng = shared.seed.map_or_else(fastrand::Rng::new, |s| {
+        fastrand::Rng::with_seed(s.wrapping_add(index as u64))
+    });
+    loop {
+        if stop.is_cancelled() {
+            break;
+        }
+        let next = match shared.store.next_pending(&target.name).await {
+            Ok(n) => n,
+            Err(e) => {
+                error!(target_name = %target.name, error = %e, "cannot read the queue; retrying in 1s");
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    () = stop.cancelled() => break,
+                }
+            }
+        };
+        let Some(delivery) = next else {
+            tokio::select! {
+                () = waker.notified() => {}
+                () = tokio::time::sleep(IDLE_POLL) => {}
+                () = stop.cancelled() => break,
+            }
+            continue;
+        };
+        let due_in = delivery.next_attempt_at_ms - shared.clock.now_ms();
+        if due_in > 0 {
+            // A replay may put an older row first, so a wake-up re-reads.
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(due_in as u64)) => {}
+                () = waker.notified() => {}
+                () = stop.cancelled() => break,
+            }
+            continue;
+        }
+        match attempt(
+            &shared,
+            target,
+            &mut limiter,
+            &mut rng,
+            delivery,
+            &stop,
+            &abort,
+        )
+        .await
+        {
+            Flow::Next => {}
+            Flow::Stop => break,
+            Flow::Disable => {
+                stop.cancelled().await;
+                break;
+            }
+        }
+    }
+    debug!(target_name = %target.name, "delivery worker stopped");
+}
+
+/// One attempt at `d`, recorded in the store before returning.
+async fn attempt(
+    shared: &Shared,
+    target: &Target,
+    limiter: &mut TargetLimiter,
+    rng: &mut fastrand::Rng,
+    d: PendingDelivery,
+    stop: &CancellationToken,
+    abort: &CancellationToken,
+) -> Flow {
+    let attempt_no = d.attempts + 1;
+    let req = match prepare(shared, target, &d) {
+        Ok(r) => r,
+        Err(reason) => {
+            error!(target_name = %target.name, route = %d.route, delivery = d.id, error = %reason, "cannot render; dead-lettered");
+            return record(
+                shared,
+                Op::Dead {
+                    id: d.id,
+                    attempts: attempt_no,
+                    status: None,
+                    error: reason,
+                },
+            )
+            .await;
+        }
+    };
+    if target.kind == TargetKind::Stdout {
+        print_stdout(&req);
+        return record(
+            shared,
+            Op::Delivered {
+                id: d.id,
+                attempts: attempt_no,
+                status: None,
+            },
+        )
+        .await;
+    }
+    if !limiter.ready(stop).await {
+        return Flow::Stop;
+    }
+    let started = Instant::now();
+    let result = tokio::select! {
+        r = shared.transport.send(&req, target.timeout) => r,
+        () = abort.cancelled() => {
+            warn!(target_name = %target.name, delivery = d.id, "send abandoned at the shutdown deadline; it stays queued");
+            return Flow::Stop;
+        }
+    };
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let (outcome, status) = match &result {
+        Ok(answer) => {
+            let hints = rate_hints(answer, shared.clock.now_ms());
+            limiter.observe(answer.status, &hints);
+            (classify(target.kind, answer, &hints), Some(answer.status))
+        }
+        Err(e) => (classify_error(e), None),
+    };
+    let fields = (
+        target.name.as_str(),
+        d.route.as_str(),
+        d.id,
+        attempt_no,
+        status.unwrap_or(0),
+    );
+    match outcome {
+        Outcome::Delivered => {
+            let e2e_ms = shared.clock.now_ms() - d.received_at_ms;
+            info!(
+                target_name = fields.0,
+                route = fields.1,
+                delivery = fields.2,
+                attempt = fields.3,
+                status = fields.4,
+                latency_ms,
+                e2e_ms,
+                "delivered"
+            );
+            record(
+                shared,
+                Op::Delivered {
+                    id: d.id,
+                    attempts: attempt_no,
+                    status,
+                },
+            )
+            .await
+        }
+        Outcome::Retry { after, reason } => {
+            let age =
+                Duration::from_millis((shared.clock.now_ms() - d.created_at_ms).max(0) as u64);
+            if backoff::give_up(&target.retry, attempt_no as u32, age) {
+                error!(target_name = fields.0, route = fields.1, delivery = fields.2, attempt = fields.3, status = fields.4, error = %reason, "giving up; dead-lettered");
+                return record(
+                    shared,
+                    Op::Dead {
+                        id: d.id,
+                        attempts: attempt_no,
+                        status,
+                        error: reason,
+                    },
+                )
+                .await;
+            }
+            let delay = backoff::delay(&target.retry, attempt_no as u32, after, rng);
+            warn!(target_name = fields.0, route = fields.1, delivery = fields.2, attempt = fields.3, status = fields.4, delay_ms = delay.as_millis() as u64, error = %reason, "retrying");
+            let next_attempt_at_ms = shared.clock.now_ms() + delay.as_millis() as i64;
+            record(
+                shared,
+                Op::Retry {
+                    id: d.id,
+                    attempts: attempt_no,
+                    next_attempt_at_ms,
+                    status,
+                    error: reason,
+                },
+            )
+            .await
+        }
+        Outcome::Failed {
+            reason,
+            disable: false,
+        } => {
+            error!(target_name = fields.0, route = fields.1, delivery = fields.2, attempt = fields.3, status = fields.4, error = %reason, "rejected; dead-lettered");
+            record(
+                shared,
+                Op::Dead {
+                    id: d.id,
+                    attempts: attempt_no,
+                    status,
+                    error: reason,
+                },
+            )
+            .await
+        }
+        Outcome::Failed {
+            reason,
+            disable: true,
+        } => {
+            error!(
+                target_name = fields.0, route = fields.1, delivery = fields.2, status = fields.4, error = %reason,
+                "target disabled: the destination says this webhook does not exist or is not allowed; deliveries stay queued until the config changes (fix the url and restart)"
+            );
+            let now = shared.clock.now_ms();
+            match record(
+                shared,
+                Op::Retry {
+                    id: d.id,
+                    attempts: attempt_no,
+                    next_attempt_at_ms: now,
+                    status,
+                    error: reason,
+                },
+            )
+            .await
+            {
+                Flow::Next => Flow::Disable,
+                other => other,
+            }
+        }
+    }
+}
+
+/// The request for `d`; an error (stored event unreadable, template fails)
+/// is permanent.
+fn prepare(
+    shared: &Shared,
+    target: &Target,
+    d: &PendingDelivery,
+) -> Result<OutgoingRequest, String> {
+    let value: serde_json::Value =
+        serde_json::from_str(&d.body).map_err(|e| format!("stored event is not JSON: {e}"))?;
+    let event = Event::from_value(value, d.timestamp_ms)
+        .map_err(|e| format!("stored event is invalid: {e}"))?;
+    shared
+        .relay
+        .prepare_for(target, d.template.as_deref(), event.value())
+        .map_err(|e| e.to_string())
+}
+
+async fn record(shared: &Shared, op: Op) -> Flow {
+    match shared.store.apply(op).await {
+        Ok(_) => Flow::Next,
+        Err(StoreError::Closed) => Flow::Stop,
+        Err(e) => {
+            // The attempt happened but its result is not stored: the row is
+            // still pending and will be tried again (at-least-once).
+            error!(error = %e, "cannot record a delivery result; will retry it");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            Flow::Next
+        }
+    }
+}
+
+/// The `stdout` target: the rendered message, then a blank line.
+fn print_stdout(req: &OutgoingRequest) {
+    use std::io::Write;
+    let text = match &req.body {
+        Body::Text(t) => t.clone(),
+        Body::Json(v) => v.to_string(),
+    };
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}\n");
+    let _ = out.flush();
+}
+
+/// Sends one request now, outside any queue (for `crisp-relay send`), and
+/// says what happened.
+pub async fn send_once(
+    transport: &dyn Transport,
+    target: &Target,
+    req: &OutgoingRequest,
+) -> (Outcome, Option<Answer>) {
+    if target.kind == TargetKind::Stdout {
+        print_stdout(req);
+        return (Outcome::Delivered, None);
+    }
+    match transport.send(req, target.timeout).await {
+        Ok(answer) => {
+            let hints: RateHints = rate_hints(&answer, crate::now_ms());
+            (classify(target.kind, &answer, &hints), Some(answer))
+        }
+        Err(e) => (classify_error(&e), None),
+    }
+}
