@@ -59,6 +59,54 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Send one event to one target now and print the outcome (to check a
+    /// webhook URL). Uses the template of the route that sends the event to
+    /// the target, or --template.
+    Send {
+        /// The target's name in the config.
+        #[arg(long, value_name = "NAME")]
+        target: String,
+        /// A Crisp event JSON file, or `-` for standard input.
+        #[arg(long, value_name = "FILE|-")]
+        event: PathBuf,
+        /// The template to use (default: the matching route's).
+        #[arg(long, value_name = "NAME")]
+        template: Option<String>,
+    },
+    /// List, replay or purge deliveries that failed for good.
+    #[command(subcommand)]
+    Deadletters(Deadletters),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Deadletters {
+    /// List dead letters, oldest first.
+    List {
+        /// Only this target's.
+        #[arg(long, value_name = "NAME")]
+        target: Option<String>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Queue dead letters again (they keep their place: oldest first).
+    Replay {
+        /// The dead letter's id (from `list`).
+        #[arg(value_name = "ID", conflicts_with = "all", required_unless_present_any = ["all", "target"])]
+        id: Option<i64>,
+        /// Every dead letter (of --target, if given).
+        #[arg(long)]
+        all: bool,
+        /// Only this target's.
+        #[arg(long, value_name = "NAME")]
+        target: Option<String>,
+    },
+    /// Delete dead letters.
+    Purge {
+        /// Only those that failed longer ago than this (e.g. `7d`); default: all.
+        #[arg(long, value_name = "DURATION")]
+        older_than: Option<String>,
+    },
 }
 
 /// Runs the CLI and returns the process exit code.
@@ -99,7 +147,228 @@ pub fn main() -> ExitCode {
         Command::Serve => serve(relay),
         Command::Check { events } => check(&relay, events.as_deref()),
         Command::Render { event, json } => render(&relay, &event, json),
+        Command::Send {
+            target,
+            event,
+            template,
+        } => with_runtime(send(&relay, &target, &event, template.as_deref())),
+        Command::Deadletters(cmd) => with_runtime(deadletters(&relay, cmd)),
     }
+}
+
+fn with_runtime(fut: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(fut),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn send(relay: &Relay, target_name: &str, path: &Path, template: Option<&str>) -> ExitCode {
+    let cfg = &relay.config;
+    let Some(index) = cfg.target_index(target_name) else {
+        let names: Vec<&str> = cfg.targets.iter().map(|t| t.name.as_str()).collect();
+        eprintln!(
+            "error: no target `{target_name}` in {}\n  hint: targets are: {}",
+            cfg.file,
+            names.join(", ")
+        );
+        return ExitCode::from(2);
+    };
+    let target = &cfg.targets[index];
+    let bytes = match read_event(path) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let event = match Event::parse(&bytes, crate::now_ms()) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: {}: {e}", path.display());
+            return ExitCode::from(1);
+        }
+    };
+    if target.kind != crate::config::TargetKind::Stdout && target.url.is_none() {
+        eprintln!(
+            "error: target `{target_name}` is disabled (its url is empty)\n  hint: set the url's environment variable"
+        );
+        return ExitCode::from(2);
+    }
+    let template = template.map(str::to_owned).or_else(|| {
+        cfg.router
+            .route_all(event.value())
+            .into_iter()
+            .find(|d| d.target == index)
+            .and_then(|d| cfg.router.routes()[d.route].template.clone())
+    });
+    let req = match relay.prepare_for(target, template.as_deref(), event.value()) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!(
+                "error: {e}\n  hint: no route sends this event to `{target_name}`? pass --template NAME"
+            );
+            return ExitCode::from(1);
+        }
+    };
+    let transport = match crate::delivery::transport::HttpTransport::new() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let (outcome, answer) = crate::delivery::send_once(&transport, target, &req).await;
+    let url = req.url.as_ref().map_or("(stdout)", |u| u.redacted());
+    if let Some(a) = &answer {
+        println!("{} {url} → HTTP {}", req.method, a.status);
+        let excerpt = crate::delivery::classify::excerpt(&a.body);
+        if !excerpt.is_empty() {
+            println!("{excerpt}");
+        }
+    }
+    match outcome {
+        crate::delivery::classify::Outcome::Delivered => {
+            println!("delivered");
+            ExitCode::SUCCESS
+        }
+        crate::delivery::classify::Outcome::Retry { reason, .. } => {
+            println!("not delivered (the relay would retry): {reason}");
+            ExitCode::from(1)
+        }
+        crate::delivery::classify::Outcome::Failed { reason, disable } => {
+            let what = if disable {
+                "the relay would disable this target"
+            } else {
+                "the relay would dead-letter it"
+            };
+            println!("not delivered ({what}): {reason}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn deadletters(relay: &Relay, cmd: Deadletters) -> ExitCode {
+    let cfg = &relay.config;
+    let check_target = |t: &Option<String>| -> Result<(), ExitCode> {
+        match t {
+            Some(name) if cfg.target_index(name).is_none() => {
+                let names: Vec<&str> = cfg.targets.iter().map(|t| t.name.as_str()).collect();
+                eprintln!(
+                    "error: no target `{name}` in {}\n  hint: targets are: {}",
+                    cfg.file,
+                    names.join(", ")
+                );
+                Err(ExitCode::from(2))
+            }
+            _ => Ok(()),
+        }
+    };
+    let store = match crate::store::SqliteStore::open(&cfg.store.path, 16).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let code = match cmd {
+        Deadletters::List { target, json } => {
+            if let Err(c) = check_target(&target) {
+                return c;
+            }
+            match store.dead_letters(target.as_deref()).await {
+                Ok(list) => {
+                    let mut out = std::io::stdout().lock();
+                    if !json && list.is_empty() {
+                        let _ = writeln!(out, "no dead letters");
+                    }
+                    for d in &list {
+                        if json {
+                            let j = json!({
+                                "id": d.id, "event_id": d.event_id, "route": d.route, "target": d.target,
+                                "event": d.event, "attempts": d.attempts, "last_status": d.last_status,
+                                "last_error": d.last_error,
+                                "created_at": crate::render::format_iso8601(d.created_at_ms),
+                                "failed_at": crate::render::format_iso8601(d.failed_at_ms),
+                            });
+                            let _ = writeln!(out, "{j}");
+                        } else {
+                            let status = d.last_status.map_or("-".to_owned(), |s| s.to_string());
+                            let _ = writeln!(
+                                out,
+                                "{:>6}  {}  {} → {}  {}  attempts {}  status {status}\n        {}",
+                                d.id,
+                                crate::render::format_readable(d.failed_at_ms),
+                                d.route,
+                                d.target,
+                                d.event,
+                                d.attempts,
+                                d.last_error.as_deref().unwrap_or("")
+                            );
+                        }
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Deadletters::Replay { id, all: _, target } => {
+            if let Err(c) = check_target(&target) {
+                return c;
+            }
+            match store.apply(crate::store::Op::Replay { id, target }).await {
+                Ok(0) => {
+                    println!("nothing to replay");
+                    ExitCode::from(1)
+                }
+                Ok(n) => {
+                    println!(
+                        "{n} dead letter(s) queued again; a running relay picks them up within seconds"
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Deadletters::Purge { older_than } => {
+            let age = match older_than.as_deref().map(crate::config::parse_duration) {
+                None => std::time::Duration::ZERO,
+                Some(Ok(d)) => d,
+                Some(Err(e)) => {
+                    eprintln!(
+                        "error: --older-than: {e}\n  hint: durations look like `30m`, `24h` or `7d`"
+                    );
+                    return ExitCode::from(2);
+                }
+            };
+            let before_ms =
+                crate::now_ms() - age.as_millis() as i64 + i64::from(older_than.is_none());
+            match store.apply(crate::store::Op::PurgeDead { before_ms }).await {
+                Ok(n) => {
+                    println!("{n} dead letter(s) deleted");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    };
+    store.close().await;
+    code
 }
 
 fn serve(relay: Relay) -> ExitCode {

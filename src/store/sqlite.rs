@@ -330,7 +330,7 @@ impl SqliteStore {
             let _ = h.await;
             let commits = self.stats.commits.load(Ordering::Relaxed);
             let events = self.stats.events.load(Ordering::Relaxed);
-            tracing::info!(
+            tracing::debug!(
                 commits,
                 events,
                 mean_batch = if commits == 0 {
