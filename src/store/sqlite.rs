@@ -172,8 +172,14 @@ impl SqliteStore {
             .fetch_one(&mut conn)
             .await?;
 
+        // No idle timeout, lifetime or ping: SQLite connections to a local
+        // file do not go stale, and without them reads start no timers (which
+        // keeps tests on tokio's paused clock exact).
         let reads = SqlitePoolOptions::new()
             .max_connections(2)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .test_before_acquire(false)
             .connect_with(options(path))
             .await
             .map_err(|e| open_err(Box::new(e)))?;

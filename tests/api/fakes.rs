@@ -476,7 +476,10 @@ fn discord(st: &mut State, rec: &Received, limit: u32, window: Duration) -> Cann
         );
     };
     if !quota.allowed {
-        headers.push(("retry-after".into(), reset_after.ceil().max(1.0).to_string()));
+        headers.push((
+            "retry-after".into(),
+            reset_after.ceil().max(1.0).to_string(),
+        ));
         headers.push(("x-ratelimit-scope".into(), "user".into()));
         headers.push(("content-type".into(), "application/json".into()));
         return Canned {
@@ -763,7 +766,13 @@ mod tests {
         assert_eq!(fake.accepted().len(), 5);
         assert_eq!(fake.count_status(429), 1);
         // The versioned path shares the webhook's bucket.
-        let (status, _, _) = http_post(fake.addr, "/api/v10/webhooks/123456/fake-token", JSON, &msg("hi")).await;
+        let (status, _, _) = http_post(
+            fake.addr,
+            "/api/v10/webhooks/123456/fake-token",
+            JSON,
+            &msg("hi"),
+        )
+        .await;
         assert_eq!(status, 429);
     }
 
@@ -774,7 +783,11 @@ mod tests {
         assert_eq!(http_post(fake.addr, HOOK, JSON, &msg("b")).await.0, 429);
         tokio::time::sleep(Duration::from_millis(250)).await;
         assert_eq!(http_post(fake.addr, HOOK, JSON, &msg("c")).await.0, 204);
-        let contents: Vec<Value> = fake.accepted().iter().map(|r| r.json()["content"].clone()).collect();
+        let contents: Vec<Value> = fake
+            .accepted()
+            .iter()
+            .map(|r| r.json()["content"].clone())
+            .collect();
         assert_eq!(contents, vec![json!("a"), json!("c")]);
     }
 
@@ -831,7 +844,8 @@ mod tests {
         assert!(header(&headers, "x-ratelimit-limit").is_some());
         let (status, _, _) = http_request(fake.addr, "GET", HOOK, &[], b"").await;
         assert_eq!(status, 405);
-        let (status, _, _) = http_post(fake.addr, "/api/v10/webhooks/1/t?wait=1", JSON, &msg("ok")).await;
+        let (status, _, _) =
+            http_post(fake.addr, "/api/v10/webhooks/1/t?wait=1", JSON, &msg("ok")).await;
         assert_eq!(status, 200);
 
         let statuses: Vec<u16> = fake.received().iter().map(|r| r.status).collect();
@@ -846,7 +860,11 @@ mod tests {
         let (status, headers, body) = http_post(fake.addr, HOOK, JSON, &msg("a")).await;
         assert_eq!((status, body.as_str()), (503, "upstream down"));
         assert_eq!(header(&headers, "retry-after"), Some("3"));
-        assert!(header(&headers, "content-type").unwrap().starts_with("text/plain"));
+        assert!(
+            header(&headers, "content-type")
+                .unwrap()
+                .starts_with("text/plain")
+        );
         assert!(header(&headers, "x-ratelimit-limit").is_none());
         assert_eq!(http_post(fake.addr, HOOK, JSON, &msg("a")).await.0, 503);
         // Programmed answers did not use the quota of 1.
@@ -904,7 +922,11 @@ mod tests {
         let text = json!({"text": "hello"}).to_string();
         let (status, headers, body) = http_post(fake.addr, path, JSON, &text).await;
         assert_eq!((status, body.as_str()), (200, "ok"));
-        assert!(header(&headers, "content-type").unwrap().starts_with("text/plain"));
+        assert!(
+            header(&headers, "content-type")
+                .unwrap()
+                .starts_with("text/plain")
+        );
         let (status, _, body) = http_post(fake.addr, path, JSON, r#"{"text": ""}"#).await;
         assert_eq!((status, body.as_str()), (400, "no_text"));
         let (status, _, body) = http_post(fake.addr, path, JSON, &text).await;
@@ -969,7 +991,10 @@ mod tests {
         let addr = fake.addr;
         assert_eq!(http_post(addr, "/", JSON, "{}").await.0, 200);
         drop(fake);
-        tokio::task::yield_now().await;
-        assert!(TcpStream::connect(addr).await.is_err());
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while TcpStream::connect(addr).await.is_ok() {
+            assert!(std::time::Instant::now() < deadline, "still listening");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 }

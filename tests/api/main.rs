@@ -6,5 +6,7 @@ mod helpers;
 
 mod cli;
 mod config_errors;
+mod fakes;
 mod ingest;
 mod rendering;
+mod retry_timing;
