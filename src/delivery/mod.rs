@@ -133,12 +133,26 @@ async fn prune(shared: Arc<Shared>, stop: CancellationToken) {
     }
 }
 
-/// What the worker loop does after an attempt.
-enum Flow {
-    Next,
+/// Rows a worker reads at once. Results are written without waiting, and
+/// all of them are committed before the next read, so a row is never read
+/// again while its result is on its way to the disk.
+const BATCH: u32 = 64;
+
+/// What an attempt leads to.
+enum Step {
+    /// Delivered or dead-lettered: record it, go on with the next row.
+    Done(Op),
+    /// Try again at `next_attempt_at_ms`; the row stays first in line.
+    Retry {
+        op: Op,
+        attempts: i64,
+        next_attempt_at_ms: i64,
+    },
+    /// The destination is gone: record, then stop sending until the config
+    /// changes.
+    Disable(Op),
+    /// Shutting down; the row stays pending.
     Stop,
-    /// The destination is gone: stop sending until the config changes.
-    Disable,
 }
 
 async fn run_worker(
@@ -153,33 +167,56 @@ async fn run_worker(
     let mut rng = shared.seed.map_or_else(fastrand::Rng::new, |s| {
         fastrand::Rng::with_seed(s.wrapping_add(index as u64))
     });
-    loop {
+    let mut line: std::collections::VecDeque<PendingDelivery> = std::collections::VecDeque::new();
+    let mut unconfirmed: Vec<crate::store::Committed> = Vec::new();
+    // Highest id taken from the store; 0 rescans from the start (replays can
+    // put old rows back).
+    let mut cursor = 0i64;
+    'work: loop {
         if stop.is_cancelled() {
             break;
         }
-        let next = match shared.store.next_pending(&target.name).await {
-            Ok(n) => n,
-            Err(e) => {
-                error!(target_name = %target.name, error = %e, "cannot read the queue; retrying in 1s");
+        if line.is_empty() {
+            confirm(&mut unconfirmed).await;
+            let batch = match shared
+                .store
+                .pending_batch(&target.name, cursor, BATCH)
+                .await
+            {
+                Ok(b) => b,
+                Err(e) => {
+                    error!(target_name = %target.name, error = %e, "cannot read the queue; retrying in 1s");
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        () = stop.cancelled() => break,
+                    }
+                }
+            };
+            if batch.is_empty() {
+                if cursor != 0 {
+                    cursor = 0;
+                    continue;
+                }
                 tokio::select! {
-                    () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    () = waker.notified() => {}
+                    () = tokio::time::sleep(IDLE_POLL) => {}
                     () = stop.cancelled() => break,
                 }
+                continue;
             }
-        };
-        let Some(delivery) = next else {
-            tokio::select! {
-                () = waker.notified() => {}
-                () = tokio::time::sleep(IDLE_POLL) => {}
-                () = stop.cancelled() => break,
-            }
+            cursor = batch.last().map_or(cursor, |d| d.id);
+            line.extend(batch);
+        }
+        let Some(delivery) = line.front() else {
             continue;
         };
         let due_in = delivery.next_attempt_at_ms - shared.clock.now_ms();
         if due_in > 0 {
-            // A replay may put an older row first, so a wake-up re-reads.
             tokio::select! {
+                biased;
                 () = tokio::time::sleep(Duration::from_millis(due_in as u64)) => {}
+                // New rows queue behind this one; replays are read once the
+                // line is empty and the cursor starts over.
                 () = waker.notified() => {}
                 () = stop.cancelled() => break,
             }
@@ -196,65 +233,105 @@ async fn run_worker(
         )
         .await
         {
-            Flow::Next => {}
-            Flow::Stop => break,
-            Flow::Disable => {
-                stop.cancelled().await;
+            Step::Done(op) => {
+                line.pop_front();
+                if !record_later(&shared, op, &mut unconfirmed).await {
+                    break 'work;
+                }
+            }
+            Step::Retry {
+                op,
+                attempts,
+                next_attempt_at_ms,
+            } => {
+                if let Some(front) = line.front_mut() {
+                    front.attempts = attempts;
+                    front.next_attempt_at_ms = next_attempt_at_ms;
+                }
+                if !record_later(&shared, op, &mut unconfirmed).await {
+                    break 'work;
+                }
+            }
+            Step::Disable(op) => {
+                if record_later(&shared, op, &mut unconfirmed).await {
+                    confirm(&mut unconfirmed).await;
+                    stop.cancelled().await;
+                }
                 break;
             }
+            Step::Stop => break,
         }
     }
+    confirm(&mut unconfirmed).await;
     debug!(target_name = %target.name, "delivery worker stopped");
 }
 
-/// One attempt at `d`, recorded in the store before returning.
+/// Queues a result for the next commit; `false` when the store is closed.
+async fn record_later(
+    shared: &Shared,
+    op: Op,
+    unconfirmed: &mut Vec<crate::store::Committed>,
+) -> bool {
+    match shared.store.apply_later(op).await {
+        Ok(c) => {
+            unconfirmed.push(c);
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// Waits until every queued result is committed. A result that failed to
+/// commit leaves its row pending: it is sent again (at-least-once).
+async fn confirm(unconfirmed: &mut Vec<crate::store::Committed>) {
+    for c in unconfirmed.drain(..) {
+        match c.wait().await {
+            Ok(_) | Err(StoreError::Closed) => {}
+            Err(e) => error!(error = %e, "cannot record a delivery result; it will be sent again"),
+        }
+    }
+}
+
+/// One attempt at `d`.
 async fn attempt(
     shared: &Shared,
     target: &Target,
     limiter: &mut TargetLimiter,
     rng: &mut fastrand::Rng,
-    d: PendingDelivery,
+    d: &PendingDelivery,
     stop: &CancellationToken,
     abort: &CancellationToken,
-) -> Flow {
+) -> Step {
     let attempt_no = d.attempts + 1;
-    let req = match prepare(shared, target, &d) {
+    let req = match prepare(shared, target, d) {
         Ok(r) => r,
         Err(reason) => {
             error!(target_name = %target.name, route = %d.route, delivery = d.id, error = %reason, "cannot render; dead-lettered");
-            return record(
-                shared,
-                Op::Dead {
-                    id: d.id,
-                    attempts: attempt_no,
-                    status: None,
-                    error: reason,
-                },
-            )
-            .await;
+            return Step::Done(Op::Dead {
+                id: d.id,
+                attempts: attempt_no,
+                status: None,
+                error: reason,
+            });
         }
     };
     if target.kind == TargetKind::Stdout {
         print_stdout(&req);
-        return record(
-            shared,
-            Op::Delivered {
-                id: d.id,
-                attempts: attempt_no,
-                status: None,
-            },
-        )
-        .await;
+        return Step::Done(Op::Delivered {
+            id: d.id,
+            attempts: attempt_no,
+            status: None,
+        });
     }
     if !limiter.ready(stop).await {
-        return Flow::Stop;
+        return Step::Stop;
     }
     let started = Instant::now();
     let result = tokio::select! {
         r = shared.transport.send(&req, target.timeout) => r,
         () = abort.cancelled() => {
             warn!(target_name = %target.name, delivery = d.id, "send abandoned at the shutdown deadline; it stays queued");
-            return Flow::Stop;
+            return Step::Stop;
         }
     };
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -286,62 +363,50 @@ async fn attempt(
                 e2e_ms,
                 "delivered"
             );
-            record(
-                shared,
-                Op::Delivered {
-                    id: d.id,
-                    attempts: attempt_no,
-                    status,
-                },
-            )
-            .await
+            Step::Done(Op::Delivered {
+                id: d.id,
+                attempts: attempt_no,
+                status,
+            })
         }
         Outcome::Retry { after, reason } => {
             let age =
                 Duration::from_millis((shared.clock.now_ms() - d.created_at_ms).max(0) as u64);
             if backoff::give_up(&target.retry, attempt_no as u32, age) {
                 error!(target_name = fields.0, route = fields.1, delivery = fields.2, attempt = fields.3, status = fields.4, error = %reason, "giving up; dead-lettered");
-                return record(
-                    shared,
-                    Op::Dead {
-                        id: d.id,
-                        attempts: attempt_no,
-                        status,
-                        error: reason,
-                    },
-                )
-                .await;
+                return Step::Done(Op::Dead {
+                    id: d.id,
+                    attempts: attempt_no,
+                    status,
+                    error: reason,
+                });
             }
             let delay = backoff::delay(&target.retry, attempt_no as u32, after, rng);
             warn!(target_name = fields.0, route = fields.1, delivery = fields.2, attempt = fields.3, status = fields.4, delay_ms = delay.as_millis() as u64, error = %reason, "retrying");
             let next_attempt_at_ms = shared.clock.now_ms() + delay.as_millis() as i64;
-            record(
-                shared,
-                Op::Retry {
+            Step::Retry {
+                op: Op::Retry {
                     id: d.id,
                     attempts: attempt_no,
                     next_attempt_at_ms,
                     status,
                     error: reason,
                 },
-            )
-            .await
+                attempts: attempt_no,
+                next_attempt_at_ms,
+            }
         }
         Outcome::Failed {
             reason,
             disable: false,
         } => {
             error!(target_name = fields.0, route = fields.1, delivery = fields.2, attempt = fields.3, status = fields.4, error = %reason, "rejected; dead-lettered");
-            record(
-                shared,
-                Op::Dead {
-                    id: d.id,
-                    attempts: attempt_no,
-                    status,
-                    error: reason,
-                },
-            )
-            .await
+            Step::Done(Op::Dead {
+                id: d.id,
+                attempts: attempt_no,
+                status,
+                error: reason,
+            })
         }
         Outcome::Failed {
             reason,
@@ -352,21 +417,13 @@ async fn attempt(
                 "target disabled: the destination says this webhook does not exist or is not allowed; deliveries stay queued until the config changes (fix the url and restart)"
             );
             let now = shared.clock.now_ms();
-            match record(
-                shared,
-                Op::Retry {
-                    id: d.id,
-                    attempts: attempt_no,
-                    next_attempt_at_ms: now,
-                    status,
-                    error: reason,
-                },
-            )
-            .await
-            {
-                Flow::Next => Flow::Disable,
-                other => other,
-            }
+            Step::Disable(Op::Retry {
+                id: d.id,
+                attempts: attempt_no,
+                next_attempt_at_ms: now,
+                status,
+                error: reason,
+            })
         }
     }
 }
@@ -386,20 +443,6 @@ fn prepare(
         .relay
         .prepare_for(target, d.template.as_deref(), event.value())
         .map_err(|e| e.to_string())
-}
-
-async fn record(shared: &Shared, op: Op) -> Flow {
-    match shared.store.apply(op).await {
-        Ok(_) => Flow::Next,
-        Err(StoreError::Closed) => Flow::Stop,
-        Err(e) => {
-            // The attempt happened but its result is not stored: the row is
-            // still pending and will be tried again (at-least-once).
-            error!(error = %e, "cannot record a delivery result; will retry it");
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            Flow::Next
-        }
-    }
 }
 
 /// The `stdout` target: the rendered message, then a blank line.

@@ -12,7 +12,7 @@ pub mod sqlite;
 
 use thiserror::Error;
 
-pub use sqlite::{SqliteStore, StoreStats};
+pub use sqlite::{Committed, SqliteStore, StoreStats};
 
 /// An accepted event, as stored.
 #[derive(Debug, Clone)]

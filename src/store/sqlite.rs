@@ -73,6 +73,18 @@ enum Request {
     Close,
 }
 
+/// The answer to [`SqliteStore::apply_later`]: resolves once committed.
+pub struct Committed(oneshot::Receiver<Result<u64, Arc<sqlx::Error>>>);
+
+impl Committed {
+    pub async fn wait(self) -> Result<u64, StoreError> {
+        match self.0.await {
+            Ok(r) => r.map_err(|e| StoreError::Db(unwrap_arc(e))),
+            Err(_) => Err(StoreError::Closed),
+        }
+    }
+}
+
 /// Group-commit counters, for the throughput note and later for metrics.
 #[derive(Debug, Default)]
 pub struct StoreStats {
@@ -258,30 +270,59 @@ impl SqliteStore {
         }
     }
 
+    /// Queues `op` for the next commit and returns at once; the receiver
+    /// answers once it is committed. Lets a worker send the next delivery
+    /// while the last result is being written.
+    pub async fn apply_later(&self, op: Op) -> Result<Committed, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Request::Op { op, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        Ok(Committed(rx))
+    }
+
     /// The oldest pending delivery for `target` (FIFO by id), with its event.
     pub async fn next_pending(&self, target: &str) -> Result<Option<PendingDelivery>, StoreError> {
-        let row = sqlx::query(
+        Ok(self.pending_batch(target, 0, 1).await?.into_iter().next())
+    }
+
+    /// Up to `limit` pending deliveries for `target` with an id above
+    /// `after_id`, oldest first, with their events.
+    pub async fn pending_batch(
+        &self,
+        target: &str,
+        after_id: i64,
+        limit: u32,
+    ) -> Result<Vec<PendingDelivery>, StoreError> {
+        let rows = sqlx::query(
             "SELECT d.id, d.event_id, d.route, d.template, d.attempts, d.next_attempt_at, d.created_at, e.body, e.timestamp, e.received_at \
              FROM deliveries d JOIN events e ON e.id = d.event_id \
-             WHERE d.target = ? AND d.state = 'pending' ORDER BY d.id LIMIT 1",
+             WHERE d.target = ? AND d.state = 'pending' AND d.id > ? ORDER BY d.id LIMIT ?",
         )
         .bind(target)
-        .fetch_optional(&self.reads)
+        .bind(after_id)
+        .bind(limit)
+        .fetch_all(&self.reads)
         .await?;
-        let Some(r) = row else { return Ok(None) };
-        Ok(Some(PendingDelivery {
-            id: r.try_get(0)?,
-            event_id: r.try_get(1)?,
-            route: r.try_get(2)?,
-            target: target.to_owned(),
-            template: r.try_get(3)?,
-            attempts: r.try_get(4)?,
-            next_attempt_at_ms: r.try_get(5)?,
-            created_at_ms: r.try_get(6)?,
-            body: r.try_get(7)?,
-            timestamp_ms: r.try_get(8)?,
-            received_at_ms: r.try_get(9)?,
-        }))
+        rows.iter()
+            .map(|r| {
+                Ok(PendingDelivery {
+                    id: r.try_get(0)?,
+                    event_id: r.try_get(1)?,
+                    route: r.try_get(2)?,
+                    target: target.to_owned(),
+                    template: r.try_get(3)?,
+                    attempts: r.try_get(4)?,
+                    next_attempt_at_ms: r.try_get(5)?,
+                    created_at_ms: r.try_get(6)?,
+                    body: r.try_get(7)?,
+                    timestamp_ms: r.try_get(8)?,
+                    received_at_ms: r.try_get(9)?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
     }
 
     /// Dead letters, oldest first, optionally for one target.

@@ -295,22 +295,24 @@ async fn accepted_event_and_every_delivery_are_stored_and_counted() {
             )
         })
         .collect();
+    // The stdout targets deliver at once: each row is pending or delivered.
     let tpl = Some("visitor_message".to_owned());
-    let pending = "pending".to_owned();
+    let shape: Vec<_> = rows
+        .iter()
+        .map(|r| (r.0, r.1.as_str(), r.2.as_str(), r.3.clone()))
+        .collect();
     assert_eq!(
-        rows,
+        shape,
         vec![
-            (
-                1,
-                "first".into(),
-                "a".into(),
-                tpl.clone(),
-                pending.clone(),
-                0
-            ),
-            (1, "first".into(), "b".into(), tpl, pending.clone(), 0),
-            (1, "second".into(), "c".into(), None, pending, 0),
+            (1, "first", "a", tpl.clone()),
+            (1, "first", "b", tpl),
+            (1, "second", "c", None)
         ]
+    );
+    assert!(
+        rows.iter()
+            .all(|r| (r.4 == "pending" && r.5 == 0) || (r.4 == "delivered" && r.5 == 1)),
+        "{rows:?}"
     );
 }
 
@@ -972,7 +974,7 @@ async fn fifty_concurrent_events_answered_200_all_survive_sigkill() {
     assert!(
         deliveries
             .iter()
-            .all(|d| d.state == "pending" && d.target == "console")
+            .all(|d| (d.state == "pending" || d.state == "delivered") && d.target == "console")
     );
 }
 

@@ -163,11 +163,16 @@ impl Rig {
         out
     }
 
-    async fn finish(mut self) {
+    /// Stops the worker; its last results are committed when this returns.
+    async fn stop_worker(&mut self) {
         self.stop.cancel();
         if let Some(e) = self.engine.take() {
             e.join().await;
         }
+    }
+
+    async fn finish(mut self) {
+        self.stop_worker().await;
         self.store.close().await;
     }
 }
@@ -312,6 +317,7 @@ async fn giving_up_after_max_attempts_makes_a_dead_letter_and_the_queue_moves_on
     let sends = rig.sends(4, t0).await;
     let seqs: Vec<&str> = sends.iter().map(|s| s.1.as_str()).collect();
     assert_eq!(seqs, vec!["a", "a", "a", "b"]);
+    rig.stop_worker().await;
     let dead = rig.store.dead_letters(Some("hook")).await.unwrap();
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].attempts, 3);
