@@ -141,6 +141,9 @@ pub struct TestApp {
     pub admin: SocketAddr,
     pub client: reqwest::Client,
     pub logs: Arc<Mutex<Vec<String>>>,
+    /// The relay's standard output, line by line (what a `stdout` target
+    /// prints).
+    pub stdout: Arc<Mutex<Vec<String>>>,
 }
 
 impl TestApp {
@@ -162,12 +165,20 @@ impl TestApp {
             .arg(work.config_path())
             .env("CRISP_HOOK_KEY", KEY)
             .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         for (k, v) in env {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().unwrap();
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let out_pipe = child.stdout.take().unwrap();
+        let out_sink = stdout.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out_pipe).lines().map_while(Result::ok) {
+                out_sink.lock().unwrap().push(line);
+            }
+        });
         let stderr = child.stderr.take().unwrap();
         let logs = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
@@ -207,6 +218,9 @@ impl TestApp {
                 admin = Some(addr);
             }
         }
+        // reqwest is built without a default TLS crypto provider (the relay
+        // configures its own); tests install ring's for their client.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()
@@ -218,6 +232,7 @@ impl TestApp {
             admin: admin.unwrap(),
             client,
             logs,
+            stdout,
         }
     }
 
@@ -261,6 +276,22 @@ impl TestApp {
 
     pub fn logs(&self) -> String {
         self.logs.lock().unwrap().join("\n")
+    }
+
+    /// Everything the relay printed to standard output so far.
+    pub fn stdout(&self) -> String {
+        self.stdout.lock().unwrap().join("\n")
+    }
+
+    /// Kills the relay if it still runs (SIGKILL; a no-op after `kill` or
+    /// `terminate`) and hands back its work dir, to start it again on the
+    /// same store with `TestApp::spawn_in`.
+    pub fn into_work(mut self) -> Workdir {
+        self.kill();
+        let placeholder = Workdir {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        std::mem::replace(&mut self.work, placeholder)
     }
 
     pub fn store_path(&self) -> PathBuf {
