@@ -43,6 +43,15 @@ impl Clock for TokioClock {
     }
 }
 
+fn limiter(
+    r: RateLimit,
+    clock: &TokioClock,
+) -> Option<RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Duration>>> {
+    let period = r.per.checked_div(r.requests.max(1))?;
+    let quota = Quota::with_period(period)?.allow_burst(NonZeroU32::new(r.burst.max(1))?);
+    Some(RateLimiter::direct_with_clock(quota, clock.clone()))
+}
+
 /// Why a send was held back (for logs and, later, metrics).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Held {
@@ -55,6 +64,7 @@ pub enum Held {
 /// The pacing state of one target.
 pub struct TargetLimiter {
     quota: Option<RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Duration>>>,
+    rate: Option<RateLimit>,
     clock: TokioClock,
     /// No send before this instant (from the destination's headers).
     blocked_until: Option<Instant>,
@@ -73,15 +83,27 @@ impl TargetLimiter {
     /// `None`: no quota (only the destination's own signals apply).
     pub fn new(rate: Option<RateLimit>) -> Self {
         let clock = TokioClock::new();
-        let quota = rate.and_then(|r| {
-            let period = r.per.checked_div(r.requests.max(1))?;
-            let quota = Quota::with_period(period)?.allow_burst(NonZeroU32::new(r.burst.max(1))?);
-            Some(RateLimiter::direct_with_clock(quota, clock.clone()))
-        });
+        let quota = rate.and_then(|r| limiter(r, &clock));
         Self {
             quota,
+            rate,
             clock,
             blocked_until: None,
+        }
+    }
+
+    /// After the destination made us wait, its budget is used up: start the
+    /// quota over with no burst left (the next send may go, later ones are
+    /// spaced by the quota's period), instead of bursting the cells that
+    /// piled up during the wait into a destination that just said "slow down".
+    fn drain(&mut self) {
+        if let Some(r) = self.rate
+            && let Some(fresh) = limiter(r, &self.clock)
+        {
+            for _ in 1..r.burst {
+                let _ = fresh.check();
+            }
+            self.quota = Some(fresh);
         }
     }
 
@@ -94,6 +116,7 @@ impl TargetLimiter {
                 return Some((until - now, Held::Remote));
             }
             self.blocked_until = None;
+            self.drain();
         }
         match &self.quota {
             None => None,
@@ -157,6 +180,33 @@ mod tests {
         }
         // A burst of 5, then one every 400 ms.
         assert_eq!(at, vec![0, 0, 0, 0, 0, 400, 800, 1200, 1600, 2000]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_a_remote_wait_the_burst_is_not_spent_at_once() {
+        // Slack-like: 1 per second, burst 3. A 429 with Retry-After 1 s.
+        let mut l = TargetLimiter::new(Some(RateLimit {
+            requests: 1,
+            per: Duration::from_secs(1),
+            burst: 3,
+        }));
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let start = Instant::now();
+        assert!(l.ready(&cancel).await);
+        assert!(l.ready(&cancel).await);
+        l.observe(
+            429,
+            &RateHints {
+                retry_after: Some(Duration::from_secs(1)),
+                ..Default::default()
+            },
+        );
+        let mut at = Vec::new();
+        for _ in 0..4 {
+            assert!(l.ready(&cancel).await);
+            at.push((Instant::now() - start).as_millis());
+        }
+        assert_eq!(at, vec![1000, 2000, 3000, 4000]);
     }
 
     #[tokio::test(start_paused = true)]
