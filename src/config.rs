@@ -1191,7 +1191,7 @@ fn validate_target(ctx: &mut Ctx, name: &str, raw: &S<RawTarget>) -> Option<Targ
 }
 
 /// Defaults from research/targets.md: Discord 5 per 2 s per webhook, Slack
-/// 1 per second with a small burst, webhooks unlimited.
+/// 1 per second, webhooks unlimited.
 fn default_rate_limit(kind: TargetKind) -> Option<RateLimit> {
     match kind {
         TargetKind::Discord => Some(RateLimit {
@@ -1199,10 +1199,12 @@ fn default_rate_limit(kind: TargetKind) -> Option<RateLimit> {
             per: Duration::from_secs(2),
             burst: 5,
         }),
+        // No burst: Slack allows "short bursts" but does not say how
+        // short, and a burst's catch-up sends arrive under a second apart.
         TargetKind::Slack => Some(RateLimit {
             requests: 1,
             per: Duration::from_secs(1),
-            burst: 3,
+            burst: 1,
         }),
         TargetKind::Webhook | TargetKind::Stdout => None,
     }

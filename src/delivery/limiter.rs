@@ -47,10 +47,15 @@ fn limiter(
     r: RateLimit,
     clock: &TokioClock,
 ) -> Option<RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Duration>>> {
-    let period = r.per.checked_div(r.requests.max(1))?;
+    let period = r.per.checked_div(r.requests.max(1))? + GUARD;
     let quota = Quota::with_period(period)?.allow_burst(NonZeroU32::new(r.burst.max(1))?);
     Some(RateLimiter::direct_with_clock(quota, clock.clone()))
 }
+
+/// Added to the quota's interval between two sends, so that network jitter
+/// cannot make two sends arrive closer together than the destination allows
+/// (5 per 2 s becomes one per 405 ms instead of 400 ms).
+pub const GUARD: Duration = Duration::from_millis(5);
 
 /// Why a send was held back (for logs and, later, metrics).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,8 +183,8 @@ mod tests {
             assert!(l.ready(&cancel).await);
             at.push((Instant::now() - start).as_millis());
         }
-        // A burst of 5, then one every 400 ms.
-        assert_eq!(at, vec![0, 0, 0, 0, 0, 400, 800, 1200, 1600, 2000]);
+        // A burst of 5, then one every 400 ms plus the guard.
+        assert_eq!(at, vec![0, 0, 0, 0, 0, 405, 810, 1215, 1620, 2025]);
     }
 
     #[tokio::test(start_paused = true)]
@@ -206,7 +211,7 @@ mod tests {
             assert!(l.ready(&cancel).await);
             at.push((Instant::now() - start).as_millis());
         }
-        assert_eq!(at, vec![1000, 2000, 3000, 4000]);
+        assert_eq!(at, vec![1000, 2005, 3010, 4015]);
     }
 
     #[tokio::test(start_paused = true)]

@@ -3,7 +3,8 @@
 //! Owns one worker per enabled target. A worker takes that target's oldest
 //! pending delivery (FIFO by id, so a channel reads in Crisp's order), waits
 //! until it is due, renders it, waits for the target's limiter, sends it,
-//! classifies the answer and records the result — and only then moves on.
+//! classifies the answer and records the result, which is committed before
+//! the next send.
 //! A delivery waiting for a retry therefore holds back later deliveries to
 //! the same target, and no other target. Rows stay `pending` while in
 //! flight: a crash mid-send means the send is repeated after restart
@@ -133,9 +134,9 @@ async fn prune(shared: Arc<Shared>, stop: CancellationToken) {
     }
 }
 
-/// Rows a worker reads at once. Results are written without waiting, and
-/// all of them are committed before the next read, so a row is never read
-/// again while its result is on its way to the disk.
+/// Rows a worker reads at once. A result is queued for the next group
+/// commit while the worker prepares the next row, and is committed before
+/// that row is sent (and before the queue is read again).
 const BATCH: u32 = 64;
 
 /// What an attempt leads to.
@@ -222,6 +223,9 @@ async fn run_worker(
             }
             continue;
         }
+        // The previous result must be on disk before the next send: after a
+        // crash, only the send in flight may be repeated.
+        confirm(&mut unconfirmed).await;
         match attempt(
             &shared,
             target,

@@ -6,6 +6,7 @@ mod helpers;
 
 mod cli;
 mod config_errors;
+mod delivery;
 mod fakes;
 mod ingest;
 mod rendering;
