@@ -442,6 +442,7 @@ async fn writer(
     wakers: Wakers,
 ) {
     let mut batch: Vec<Request> = Vec::with_capacity(MAX_BATCH);
+    let mut full_sync = true;
     while let Some(first) = rx.recv().await {
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -452,6 +453,24 @@ async fn writer(
         }
         if batch.iter().any(|r| matches!(r, Request::Close)) {
             rx.close();
+        }
+        // Accepted events must survive power loss (`synchronous = FULL`: the
+        // commit waits for fsync). A batch of delivery results alone only
+        // needs to survive the process dying, which WAL with `NORMAL`
+        // already gives without an fsync per commit; if the machine loses
+        // power, such a result may be lost and its delivery sent again.
+        let need_full = batch
+            .iter()
+            .any(|r| matches!(r, Request::Accept { .. } | Request::Probe { .. }));
+        if need_full != full_sync {
+            let pragma = if need_full {
+                "PRAGMA synchronous = FULL"
+            } else {
+                "PRAGMA synchronous = NORMAL"
+            };
+            if sqlx::query(pragma).execute(&mut conn).await.is_ok() {
+                full_sync = need_full;
+            }
         }
         let first_id = next_id;
         let result = commit(&mut conn, &batch, first_id).await;
