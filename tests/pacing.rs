@@ -132,7 +132,7 @@ async fn slack_200_messages_at_1_per_second_with_the_default_quota() {
         .map(|(i, r)| (i, seq_in(r.json()["text"].as_str().unwrap_or(""))))
         .collect();
     println!(
-        "slack 1 per s, default quota (1 per s, burst 3): {} delivered, {rate_limited} answered 429 at {where_429:?}, {} requests, {took:.1?}",
+        "slack 1 per s, default quota (1 per s, no burst): {} delivered, {rate_limited} answered 429 at {where_429:?}, {} requests, {took:.1?}",
         accepted.len(),
         received.len()
     );
