@@ -11,3 +11,4 @@ mod fakes;
 mod ingest;
 mod rendering;
 mod retry_timing;
+mod store_ops;
