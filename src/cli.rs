@@ -172,28 +172,12 @@ fn with_runtime(fut: impl std::future::Future<Output = ExitCode>) -> ExitCode {
 async fn send(relay: &Relay, target_name: &str, path: &Path, template: Option<&str>) -> ExitCode {
     let cfg = &relay.config;
     let Some(index) = cfg.target_index(target_name) else {
-        let names: Vec<&str> = cfg.targets.iter().map(|t| t.name.as_str()).collect();
-        eprintln!(
-            "error: no target `{target_name}` in {}\n  hint: targets are: {}",
-            cfg.file,
-            names.join(", ")
-        );
-        return ExitCode::from(2);
+        return unknown_target(relay, target_name);
     };
     let target = &cfg.targets[index];
-    let bytes = match read_event(path) {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let event = match Event::parse(&bytes, crate::now_ms()) {
+    let event = match load_event(path) {
         Ok(e) => e,
-        Err(e) => {
-            eprintln!("error: {}: {e}", path.display());
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     if target.kind != crate::config::TargetKind::Stdout && target.url.is_none() {
         eprintln!(
@@ -258,15 +242,7 @@ async fn deadletters(relay: &Relay, cmd: Deadletters) -> ExitCode {
     let cfg = &relay.config;
     let check_target = |t: &Option<String>| -> Result<(), ExitCode> {
         match t {
-            Some(name) if cfg.target_index(name).is_none() => {
-                let names: Vec<&str> = cfg.targets.iter().map(|t| t.name.as_str()).collect();
-                eprintln!(
-                    "error: no target `{name}` in {}\n  hint: targets are: {}",
-                    cfg.file,
-                    names.join(", ")
-                );
-                Err(ExitCode::from(2))
-            }
+            Some(name) if cfg.target_index(name).is_none() => Err(unknown_target(relay, name)),
             _ => Ok(()),
         }
     };
@@ -470,20 +446,39 @@ fn read_event(path: &Path) -> Result<Vec<u8>, String> {
     }
 }
 
+/// Reads and checks an event file (or stdin); on failure prints why and
+/// gives the exit code: 2 when it cannot be read, 1 when it is not an event.
+fn load_event(path: &Path) -> Result<Event, ExitCode> {
+    let bytes = read_event(path).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(2)
+    })?;
+    Event::parse(&bytes, crate::now_ms()).map_err(|e| {
+        eprintln!("error: {}: {e}", path.display());
+        ExitCode::from(1)
+    })
+}
+
+/// Prints that `name` is not a target of the config, and the ones that are.
+fn unknown_target(relay: &Relay, name: &str) -> ExitCode {
+    let names: Vec<&str> = relay
+        .config
+        .targets
+        .iter()
+        .map(|t| t.name.as_str())
+        .collect();
+    eprintln!(
+        "error: no target `{name}` in {}\n  hint: targets are: {}",
+        relay.config.file,
+        names.join(", ")
+    );
+    ExitCode::from(2)
+}
+
 fn render(relay: &Relay, path: &Path, as_json: bool) -> ExitCode {
-    let bytes = match read_event(path) {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let event = match Event::parse(&bytes, crate::now_ms()) {
+    let event = match load_event(path) {
         Ok(e) => e,
-        Err(e) => {
-            eprintln!("error: {}: {e}", path.display());
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     let decisions = relay.config.router.route_all(event.value());
     let mut stdout = std::io::stdout().lock();
