@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod delivery;
 pub mod event;
+pub mod metrics;
 pub mod render;
 pub mod routing;
 pub mod secret;
@@ -127,16 +128,26 @@ pub async fn start_with(
     let shutdown_timeout = relay.config.server.shutdown_timeout;
     let relay = Arc::new(relay);
     let abort = CancellationToken::new();
+    let metrics = Arc::new(metrics::Metrics::new());
+    metrics.register_targets(relay.config.enabled_targets().map(|t| t.name.as_str()));
     let shared = Arc::new(delivery::Shared {
         relay: relay.clone(),
         store: store.clone(),
         transport,
         clock: delivery::WallClock::new(),
         seed: None,
+        metrics: metrics.clone(),
     });
     let engine = delivery::Engine::start(shared.clone(), shutdown.clone(), abort.clone())
         .with_pruning(shared, shutdown.clone());
-    let task = tokio::spawn(server::run(relay, store.clone(), ingest, admin, shutdown));
+    let task = tokio::spawn(server::run(
+        relay,
+        store.clone(),
+        ingest,
+        admin,
+        metrics,
+        shutdown,
+    ));
     Ok(Running {
         ingest_addr,
         admin_addr,

@@ -31,6 +31,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::app::Relay;
 use crate::event::Event;
+use crate::metrics::Metrics;
 use crate::store::{NewEvent, SqliteStore, StoreError};
 
 type Body = Full<Bytes>;
@@ -39,6 +40,13 @@ type Body = Full<Bytes>;
 struct Ingest {
     relay: Arc<Relay>,
     store: SqliteStore,
+    metrics: Arc<Metrics>,
+}
+
+/// What the admin handler needs.
+struct Admin {
+    store: SqliteStore,
+    metrics: Arc<Metrics>,
 }
 
 /// Serves ingest (and admin, if given) until `shutdown` is cancelled, then
@@ -49,15 +57,18 @@ pub async fn run(
     store: SqliteStore,
     ingest: TcpListener,
     admin: Option<TcpListener>,
+    metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
     let server = relay.config.server.clone();
     let state = Arc::new(Ingest {
         relay,
         store: store.clone(),
+        metrics: metrics.clone(),
     });
     let graceful = GracefulShutdown::new();
-    let admin_task = admin.map(|l| tokio::spawn(run_admin(l, store, shutdown.clone())));
+    let admin_state = Arc::new(Admin { store, metrics });
+    let admin_task = admin.map(|l| tokio::spawn(run_admin(l, admin_state, shutdown.clone())));
 
     let limit = Arc::new(Semaphore::new(server.max_connections));
     let mut http = http1::Builder::new();
@@ -138,6 +149,14 @@ async fn handle_ingest(
     async move {
         let (resp, event, reason) = ingest(state, req, body_timeout).await;
         let status = resp.status().as_u16();
+        let outcome = match status {
+            200..=299 => "accepted",
+            401 => "unauthorized",
+            413 => "too_large",
+            503 => "unavailable",
+            _ => "invalid",
+        };
+        state.metrics.event(event.as_deref(), outcome);
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         if resp.status().is_success() {
             debug!(
@@ -298,7 +317,7 @@ fn is_json_content_type(v: &HeaderValue) -> bool {
     mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
 }
 
-async fn run_admin(listener: TcpListener, store: SqliteStore, shutdown: CancellationToken) {
+async fn run_admin(listener: TcpListener, state: Arc<Admin>, shutdown: CancellationToken) {
     let graceful = GracefulShutdown::new();
     let limit = Arc::new(Semaphore::new(64));
     let mut http = http1::Builder::new();
@@ -313,10 +332,10 @@ async fn run_admin(listener: TcpListener, store: SqliteStore, shutdown: Cancella
             r = listener.accept() => match r { Ok(s) => s, Err(_) => { tokio::time::sleep(Duration::from_millis(50)).await; continue } },
             () = shutdown.cancelled() => break,
         };
-        let store = store.clone();
+        let state = state.clone();
         let svc = service_fn(move |req: Request<Incoming>| {
-            let store = store.clone();
-            async move { Ok::<_, Infallible>(admin(&store, &req).await) }
+            let state = state.clone();
+            async move { Ok::<_, Infallible>(admin(&state, &req).await) }
         });
         let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), svc));
         tokio::spawn(async move {
@@ -327,8 +346,10 @@ async fn run_admin(listener: TcpListener, store: SqliteStore, shutdown: Cancella
     let _ = tokio::time::timeout(Duration::from_secs(2), graceful.shutdown()).await;
 }
 
-async fn admin(store: &SqliteStore, req: &Request<Incoming>) -> Response<Body> {
+async fn admin(state: &Admin, req: &Request<Incoming>) -> Response<Body> {
+    let store = &state.store;
     match (req.method(), req.uri().path()) {
+        (&Method::GET | &Method::HEAD, "/metrics") => metrics(state).await,
         (&Method::GET | &Method::HEAD, "/healthz") => {
             respond(StatusCode::OK, json!({"status": "ok"}))
         }
@@ -342,9 +363,25 @@ async fn admin(store: &SqliteStore, req: &Request<Incoming>) -> Response<Body> {
                 )
             }
         },
-        (_, "/healthz" | "/readyz") => error(StatusCode::METHOD_NOT_ALLOWED, "use GET"),
+        (_, "/healthz" | "/readyz" | "/metrics") => {
+            error(StatusCode::METHOD_NOT_ALLOWED, "use GET")
+        }
         _ => error(StatusCode::NOT_FOUND, "not found"),
     }
+}
+
+/// `/metrics`: queue gauges read from the store now, then every family.
+async fn metrics(state: &Admin) -> Response<Body> {
+    match state.store.queue_stats().await {
+        Ok(rows) => state.metrics.set_queue(&rows, crate::now_ms()),
+        Err(e) => warn!(error = %e, "cannot read queue gauges for /metrics"),
+    }
+    let mut resp = Response::new(Full::new(Bytes::from(state.metrics.render())));
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    resp
 }
 
 #[cfg(test)]

@@ -132,16 +132,24 @@ impl TargetLimiter {
         }
     }
 
-    /// Waits until a send may go (or `cancel` fires: then `false`).
-    pub async fn ready(&mut self, cancel: &tokio_util::sync::CancellationToken) -> bool {
+    /// Waits until a send may go. `None` if `cancel` fired first; else
+    /// whether the local quota held the send back.
+    pub async fn wait(&mut self, cancel: &tokio_util::sync::CancellationToken) -> Option<bool> {
+        let mut held_by_quota = false;
         while let Some((wait, why)) = self.check() {
-            tracing::trace!(wait_ms = wait.as_millis() as u64, held = ?why, "rate limited locally");
+            held_by_quota |= why == Held::Quota;
+            tracing::trace!(wait_ms = wait.as_millis() as u64, held = ?why, "waiting for the rate limit");
             tokio::select! {
                 () = tokio::time::sleep(wait.max(Duration::from_millis(1))) => {}
-                () = cancel.cancelled() => return false,
+                () = cancel.cancelled() => return None,
             }
         }
-        true
+        Some(held_by_quota)
+    }
+
+    /// Waits until a send may go (or `cancel` fires: then `false`).
+    pub async fn ready(&mut self, cancel: &tokio_util::sync::CancellationToken) -> bool {
+        self.wait(cancel).await.is_some()
     }
 
     /// Learns from an answer: an exhausted Discord bucket blocks until it

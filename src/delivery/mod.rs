@@ -76,6 +76,7 @@ pub struct Shared {
     pub clock: WallClock,
     /// Seeds the backoff jitter (tests); `None`: random.
     pub seed: Option<u64>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The running workers.
@@ -321,14 +322,17 @@ async fn attempt(
     };
     if target.kind == TargetKind::Stdout {
         print_stdout(&req);
+        shared.metrics.delivery(&target.name, "delivered");
         return Step::Done(Op::Delivered {
             id: d.id,
             attempts: attempt_no,
             status: None,
         });
     }
-    if !limiter.ready(stop).await {
-        return Step::Stop;
+    match limiter.wait(stop).await {
+        None => return Step::Stop,
+        Some(true) => shared.metrics.rate_limited(&target.name, "local"),
+        Some(false) => {}
     }
     let started = Instant::now();
     let result = tokio::select! {
@@ -339,10 +343,21 @@ async fn attempt(
         }
     };
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let metrics = &shared.metrics;
+    let label = crate::metrics::TargetLabel {
+        target: target.name.clone(),
+    };
+    metrics
+        .delivery_duration
+        .get_or_create(&label)
+        .observe(latency_ms / 1000.0);
     let (outcome, status) = match &result {
         Ok(answer) => {
             let hints = rate_hints(answer, shared.clock.now_ms());
             limiter.observe(answer.status, &hints);
+            if answer.status == 429 {
+                metrics.rate_limited(&target.name, "remote");
+            }
             (classify(target.kind, answer, &hints), Some(answer.status))
         }
         Err(e) => (classify_error(e), None),
@@ -367,6 +382,11 @@ async fn attempt(
                 e2e_ms,
                 "delivered"
             );
+            metrics.delivery(&target.name, "delivered");
+            metrics
+                .end_to_end
+                .get_or_create(&label)
+                .observe(e2e_ms.max(0) as f64 / 1000.0);
             Step::Done(Op::Delivered {
                 id: d.id,
                 attempts: attempt_no,
@@ -378,6 +398,7 @@ async fn attempt(
                 Duration::from_millis((shared.clock.now_ms() - d.created_at_ms).max(0) as u64);
             if backoff::give_up(&target.retry, attempt_no as u32, age) {
                 error!(target_name = fields.0, route = fields.1, delivery = fields.2, attempt = fields.3, status = fields.4, error = %reason, "giving up; dead-lettered");
+                metrics.delivery(&target.name, "dead_lettered");
                 return Step::Done(Op::Dead {
                     id: d.id,
                     attempts: attempt_no,
@@ -387,6 +408,7 @@ async fn attempt(
             }
             let delay = backoff::delay(&target.retry, attempt_no as u32, after, rng);
             warn!(target_name = fields.0, route = fields.1, delivery = fields.2, attempt = fields.3, status = fields.4, delay_ms = delay.as_millis() as u64, error = %reason, "retrying");
+            metrics.delivery(&target.name, "retried");
             let next_attempt_at_ms = shared.clock.now_ms() + delay.as_millis() as i64;
             Step::Retry {
                 op: Op::Retry {
@@ -405,6 +427,7 @@ async fn attempt(
             disable: false,
         } => {
             error!(target_name = fields.0, route = fields.1, delivery = fields.2, attempt = fields.3, status = fields.4, error = %reason, "rejected; dead-lettered");
+            metrics.delivery(&target.name, "dead_lettered");
             Step::Done(Op::Dead {
                 id: d.id,
                 attempts: attempt_no,

@@ -354,6 +354,21 @@ impl SqliteStore {
             .map_err(StoreError::from)
     }
 
+    /// Per target: pending count, creation time of the oldest pending
+    /// delivery (ms), and dead-letter count — for the metrics.
+    pub async fn queue_stats(&self) -> Result<Vec<(String, i64, Option<i64>, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT target, SUM(state = 'pending'), MIN(CASE WHEN state = 'pending' THEN created_at END), SUM(state = 'dead') \
+             FROM deliveries WHERE state != 'delivered' GROUP BY target",
+        )
+        .fetch_all(&self.reads)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
     /// How many deliveries for `target` are pending.
     pub async fn pending_count(&self, target: &str) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar(

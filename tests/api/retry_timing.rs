@@ -141,6 +141,7 @@ impl Rig {
             transport: self.transport.clone(),
             clock: WallClock::new(),
             seed: Some(SEED),
+            metrics: Arc::new(crisp_relay::metrics::Metrics::new()),
         });
         self.engine = Some(Engine::start(
             shared,

@@ -1,0 +1,352 @@
+//! Prometheus metrics, served on the admin listener at `/metrics`.
+//!
+//! Owns the metric families and the few helpers that update them. Label
+//! values come only from the configuration (target names) and fixed sets
+//! (outcomes, known Crisp event names) — never from event content or URLs, so
+//! cardinality stays bounded and nothing secret can leak. Gauges about the
+//! queue are read from the store at scrape time.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::{Family, MetricConstructor};
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// The Crisp event names (research/crisp.md §3); any other name is
+/// counted as `other`, so a client cannot grow the label set.
+const KNOWN_EVENTS: &[&str] = &[
+    "session:update_availability",
+    "session:update_verify",
+    "session:request:initiated",
+    "session:set_email",
+    "session:set_phone",
+    "session:set_address",
+    "session:set_subject",
+    "session:set_avatar",
+    "session:set_nickname",
+    "session:set_origin",
+    "session:set_data",
+    "session:set_segments",
+    "session:set_block",
+    "session:set_opened",
+    "session:set_closed",
+    "session:set_participants",
+    "session:set_mentions",
+    "session:set_routing",
+    "session:set_inbox",
+    "session:set_state",
+    "session:sync:capabilities",
+    "session:sync:geolocation",
+    "session:sync:system",
+    "session:sync:network",
+    "session:sync:timezone",
+    "session:sync:locales",
+    "session:sync:pages",
+    "session:sync:events",
+    "session:sync:rating",
+    "session:sync:topic",
+    "session:removed",
+    "session:error",
+    "message:send",
+    "message:received",
+    "message:updated",
+    "message:removed",
+    "message:compose:send",
+    "message:compose:receive",
+    "message:acknowledge:read:send",
+    "message:acknowledge:read:received",
+    "message:acknowledge:unread:send",
+    "message:acknowledge:delivered",
+    "message:acknowledge:ignored",
+    "message:notify:unread:send",
+    "message:notify:unread:received",
+    "spam:message",
+    "spam:decision",
+    "people:profile:created",
+    "people:profile:updated",
+    "people:profile:removed",
+    "people:bind:session",
+    "people:sync:profile",
+    "people:import:progress",
+    "people:import:done",
+    "campaign:progress",
+    "campaign:dispatched",
+    "campaign:running",
+    "browsing:request:initiated",
+    "browsing:request:rejected",
+    "call:request:initiated",
+    "call:request:rejected",
+    "identity:verify:request",
+    "widget:action:processed",
+    "status:health:changed",
+    "website:update_visitors_count",
+    "website:update_operators_availability",
+    "website:users:available",
+    "bucket:url:upload:generated",
+    "bucket:url:avatar:generated",
+    "bucket:url:website:generated",
+    "bucket:url:campaign:generated",
+    "bucket:url:helpdesk:generated",
+    "bucket:url:status:generated",
+    "bucket:url:processing:generated",
+    "media:animation:listed",
+    "email:subscribe",
+    "email:track:view",
+    "plugin:channel",
+    "plugin:event",
+    "plugin:subscription:updated",
+    "plugin:settings:saved",
+    "plan:subscription:updated",
+];
+
+/// The event label for an event name: itself if Crisp documents it, else
+/// `other`; `unknown` when the request was rejected before it was read.
+pub fn event_label(name: Option<&str>) -> &'static str {
+    match name {
+        None => "unknown",
+        Some(n) => KNOWN_EVENTS
+            .iter()
+            .find(|k| **k == n)
+            .copied()
+            .unwrap_or("other"),
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabels {
+    pub event: &'static str,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TargetOutcome {
+    pub target: String,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TargetSource {
+    pub target: String,
+    pub source: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TargetLabel {
+    pub target: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VersionLabel {
+    pub version: &'static str,
+}
+
+/// Histogram buckets from 0.5 ms to about 33 s.
+#[derive(Clone)]
+pub struct Buckets;
+
+impl MetricConstructor<Histogram> for Buckets {
+    fn new_metric(&self) -> Histogram {
+        Histogram::new(exponential_buckets(0.0005, 2.0, 17))
+    }
+}
+
+/// Every metric the relay exports.
+pub struct Metrics {
+    registry: Registry,
+    pub events_received: Family<EventLabels, Counter>,
+    pub deliveries: Family<TargetOutcome, Counter>,
+    pub delivery_duration: Family<TargetLabel, Histogram, Buckets>,
+    pub end_to_end: Family<TargetLabel, Histogram, Buckets>,
+    pub queue_depth: Family<TargetLabel, Gauge>,
+    pub oldest_pending: Family<TargetLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pub rate_limited: Family<TargetSource, Counter>,
+    pub dead_letters: Family<TargetLabel, Gauge>,
+    pub config_reloads: Family<OutcomeLabel, Counter>,
+    /// The targets whose queue gauges are exported.
+    targets: std::sync::RwLock<Vec<String>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("crisp_relay");
+        let events_received = Family::<EventLabels, Counter>::default();
+        registry.register(
+            "events_received",
+            "Crisp hook requests by event and outcome",
+            events_received.clone(),
+        );
+        let deliveries = Family::<TargetOutcome, Counter>::default();
+        registry.register(
+            "deliveries",
+            "Delivery attempts by target and outcome (delivered, retried, dead_lettered)",
+            deliveries.clone(),
+        );
+        let delivery_duration = Family::new_with_constructor(Buckets);
+        registry.register(
+            "delivery_duration_seconds",
+            "Time to send one delivery and read the answer",
+            delivery_duration.clone(),
+        );
+        let end_to_end = Family::new_with_constructor(Buckets);
+        registry.register(
+            "end_to_end_seconds",
+            "Time from ingest to delivered",
+            end_to_end.clone(),
+        );
+        let queue_depth = Family::<TargetLabel, Gauge>::default();
+        registry.register(
+            "queue_depth",
+            "Pending deliveries per target",
+            queue_depth.clone(),
+        );
+        let oldest_pending =
+            Family::<TargetLabel, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register(
+            "oldest_pending_seconds",
+            "Age of the oldest pending delivery per target",
+            oldest_pending.clone(),
+        );
+        let rate_limited = Family::<TargetSource, Counter>::default();
+        registry.register(
+            "rate_limited",
+            "Sends held back by the local quota or a remote 429",
+            rate_limited.clone(),
+        );
+        let dead_letters = Family::<TargetLabel, Gauge>::default();
+        registry.register(
+            "dead_letters",
+            "Dead letters per target",
+            dead_letters.clone(),
+        );
+        let config_reloads = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Configuration reloads by outcome",
+            config_reloads.clone(),
+        );
+        let build_info = Family::<VersionLabel, Gauge>::default();
+        build_info
+            .get_or_create(&VersionLabel {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        registry.register("build_info", "The running version", build_info);
+        Self {
+            registry,
+            events_received,
+            deliveries,
+            delivery_duration,
+            end_to_end,
+            queue_depth,
+            oldest_pending,
+            rate_limited,
+            dead_letters,
+            config_reloads,
+            targets: std::sync::RwLock::new(Vec::new()),
+        }
+    }
+
+    /// Sets the queue gauges from the store's counts; targets absent from
+    /// `rows` have an empty queue. `rows`: (target, pending, oldest pending
+    /// creation ms, dead letters).
+    pub fn set_queue(&self, rows: &[(String, i64, Option<i64>, i64)], now_ms: i64) {
+        let targets = self
+            .targets
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for target in targets {
+            let row = rows.iter().find(|r| r.0 == target);
+            let (pending, oldest, dead) = row.map_or((0, None, 0), |r| (r.1, r.2, r.3));
+            let label = TargetLabel { target };
+            self.queue_depth.get_or_create(&label).set(pending);
+            self.dead_letters.get_or_create(&label).set(dead);
+            let age = oldest.map_or(0.0, |t| (now_ms - t).max(0) as f64 / 1000.0);
+            self.oldest_pending.get_or_create(&label).set(age);
+        }
+    }
+
+    pub fn event(&self, name: Option<&str>, outcome: &'static str) {
+        self.events_received
+            .get_or_create(&EventLabels {
+                event: event_label(name),
+                outcome,
+            })
+            .inc();
+    }
+
+    pub fn delivery(&self, target: &str, outcome: &'static str) {
+        self.deliveries
+            .get_or_create(&TargetOutcome {
+                target: target.to_owned(),
+                outcome,
+            })
+            .inc();
+    }
+
+    pub fn rate_limited(&self, target: &str, source: &'static str) {
+        self.rate_limited
+            .get_or_create(&TargetSource {
+                target: target.to_owned(),
+                source,
+            })
+            .inc();
+    }
+
+    /// Makes every per-target series exist from the start (a dashboard sees
+    /// zeros rather than gaps).
+    pub fn register_targets<'a>(&self, targets: impl IntoIterator<Item = &'a str>) {
+        for t in targets {
+            self.targets
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(t.to_owned());
+            for outcome in ["delivered", "retried", "dead_lettered"] {
+                let _ = self.deliveries.get_or_create(&TargetOutcome {
+                    target: t.to_owned(),
+                    outcome,
+                });
+            }
+            for source in ["local", "remote"] {
+                let _ = self.rate_limited.get_or_create(&TargetSource {
+                    target: t.to_owned(),
+                    source,
+                });
+            }
+            let label = TargetLabel {
+                target: t.to_owned(),
+            };
+            let _ = self.queue_depth.get_or_create(&label);
+            let _ = self.dead_letters.get_or_create(&label);
+            let _ = self.oldest_pending.get_or_create(&label);
+        }
+        for outcome in ["ok", "rejected"] {
+            let _ = self.config_reloads.get_or_create(&OutcomeLabel { outcome });
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,180 @@
+//! `/metrics` on the admin listener changes as events flow, and never shows
+//! a key, a URL or event content.
+
+use std::time::Duration;
+
+use crate::fakes::FakeServer;
+use crate::helpers::*;
+
+/// The value of the series whose line starts with `series ` (0 if absent).
+fn value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+async fn scrape(app: &TestApp) -> String {
+    let resp = app.admin_get("/metrics").await;
+    assert_eq!(resp.status(), 200);
+    let ct = resp
+        .headers()
+        .get("content-type")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(ct.starts_with("application/openmetrics-text"), "{ct}");
+    resp.text().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_events_deliveries_and_queue() {
+    let hook = FakeServer::webhook().await;
+    let config = config_with(&format!(
+        "targets:\n  hook: {{kind: webhook, url: \"{}?token=URLSECRET\", headers: {{Authorization: \"Bearer HDRSECRET\"}}}}\n\
+         routes:\n  - name: all\n    match: {{event: \"message:send\"}}\n    to: [hook]\n",
+        hook.url("/in")
+    ));
+    let app = TestApp::spawn_with(&config).await;
+    let before = scrape(&app).await;
+    let accepted = r#"crisp_relay_events_received_total{event="message:send",outcome="accepted"}"#;
+    let delivered = r#"crisp_relay_deliveries_total{target="hook",outcome="delivered"}"#;
+    assert_eq!(value(&before, accepted), 0.0);
+    assert_eq!(value(&before, delivered), 0.0, "{before}");
+    assert!(
+        before.contains(r#"crisp_relay_build_info{version=""#),
+        "{before}"
+    );
+
+    for _ in 0..3 {
+        assert_eq!(
+            app.post_event(fixture("message_send_text_basic.json"))
+                .await
+                .status(),
+            200
+        );
+    }
+    assert_eq!(
+        app.post_event(fixture("session_set_email.json"))
+            .await
+            .status(),
+        200
+    );
+    let wrong = app
+        .client
+        .post(app.hook_url("nope"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let bad = app.post_event(r#"{"event": "x"}"#).await;
+    assert_eq!(bad.status(), 400);
+    hook.wait_for_accepted(3, Duration::from_secs(20)).await;
+
+    // Deliveries are counted once recorded; give the worker a moment.
+    let mut after = scrape(&app).await;
+    for _ in 0..100 {
+        if value(&after, delivered) >= 3.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        after = scrape(&app).await;
+    }
+    assert_eq!(value(&after, accepted), 3.0, "{after}");
+    assert_eq!(
+        value(
+            &after,
+            r#"crisp_relay_events_received_total{event="session:set_email",outcome="accepted"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &after,
+            r#"crisp_relay_events_received_total{event="unknown",outcome="unauthorized"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &after,
+            r#"crisp_relay_events_received_total{event="unknown",outcome="invalid"}"#
+        ),
+        1.0
+    );
+    assert_eq!(value(&after, delivered), 3.0);
+    assert_eq!(
+        value(
+            &after,
+            r#"crisp_relay_delivery_duration_seconds_count{target="hook"}"#
+        ),
+        3.0
+    );
+    assert_eq!(
+        value(
+            &after,
+            r#"crisp_relay_end_to_end_seconds_count{target="hook"}"#
+        ),
+        3.0
+    );
+    assert_eq!(
+        value(&after, r#"crisp_relay_queue_depth{target="hook"}"#),
+        0.0
+    );
+    for secret in [KEY, "URLSECRET", "HDRSECRET", "/in", "visitor493603"] {
+        assert!(!after.contains(secret), "{secret} in metrics");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_depth_and_retries_show_a_struggling_target() {
+    let hook = FakeServer::webhook().await;
+    hook.always(503, "down");
+    let config = config_with(&format!(
+        "targets:\n  hook: {{kind: webhook, url: \"{}\", retry: {{initial_backoff: 20ms, max_backoff: 50ms, max_attempts: 1000}}}}\n\
+         routes:\n  - name: all\n    to: [hook]\n",
+        hook.url("/in")
+    ));
+    let app = TestApp::spawn_with(&config).await;
+    for _ in 0..4 {
+        assert_eq!(
+            app.post_event(fixture("message_send_text_basic.json"))
+                .await
+                .status(),
+            200
+        );
+    }
+    let retried = r#"crisp_relay_deliveries_total{target="hook",outcome="retried"}"#;
+    let mut text = scrape(&app).await;
+    for _ in 0..200 {
+        if value(&text, retried) >= 2.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        text = scrape(&app).await;
+    }
+    assert!(value(&text, retried) >= 2.0, "{text}");
+    assert_eq!(
+        value(&text, r#"crisp_relay_queue_depth{target="hook"}"#),
+        4.0,
+        "{text}"
+    );
+    assert!(
+        value(
+            &text,
+            r#"crisp_relay_oldest_pending_seconds{target="hook"}"#
+        ) >= 0.0
+    );
+    assert_eq!(
+        value(
+            &text,
+            r#"crisp_relay_deliveries_total{target="hook",outcome="delivered"}"#
+        ),
+        0.0
+    );
+}
