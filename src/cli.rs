@@ -35,6 +35,11 @@ pub struct Cli {
     #[arg(long, global = true, default_value = "info")]
     pub log_level: String,
 
+    /// Log line format: `auto` (text on a terminal, JSON lines otherwise),
+    /// `text` or `json`.
+    #[arg(long, global = true, value_enum, default_value_t = crate::telemetry::LogFormat::Auto)]
+    pub log_format: crate::telemetry::LogFormat,
+
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -76,7 +81,23 @@ pub enum Command {
     /// List, replay or purge deliveries that failed for good.
     #[command(subcommand)]
     Deadletters(Deadletters),
+    /// Ask a running relay's admin listener whether it is healthy: exit 0
+    /// when `/healthz` answers 200, else 1. Reads no config (for container
+    /// HEALTHCHECKs: there is no curl in the image).
+    Healthcheck {
+        /// The health endpoint to GET (plain http; 3 s timeout).
+        #[arg(
+            long,
+            value_name = "URL",
+            default_value = DEFAULT_HEALTHCHECK_URL,
+            env = "CRISP_HEALTHCHECK_URL"
+        )]
+        url: String,
+    },
 }
+
+/// Where `healthcheck` looks by default: `admin.listen`'s default address.
+pub const DEFAULT_HEALTHCHECK_URL: &str = "http://127.0.0.1:9090/healthz";
 
 #[derive(Debug, Subcommand)]
 pub enum Deadletters {
@@ -123,7 +144,12 @@ pub fn main() -> ExitCode {
             };
         }
     };
-    crate::telemetry::init(&cli.log_level);
+    // Before logging and the config: a container HEALTHCHECK must work
+    // whatever the config or the environment holds.
+    if let Some(Command::Healthcheck { url }) = &cli.command {
+        return healthcheck(url);
+    }
+    crate::telemetry::init(&cli.log_level, cli.log_format);
     let relay = match Relay::load(&cli.config) {
         Ok(r) => r,
         Err(LoadError::Config(errors)) => {
@@ -153,6 +179,110 @@ pub fn main() -> ExitCode {
             template,
         } => with_runtime(send(&relay, &target, &event, template.as_deref())),
         Command::Deadletters(cmd) => with_runtime(deadletters(&relay, cmd)),
+        Command::Healthcheck { url } => healthcheck(&url),
+    }
+}
+
+/// `healthcheck`: one blocking HTTP/1.1 GET of `url` within 3 s; prints one
+/// line and gives 0 when the answer is `200`, else 1 (never 2: Docker
+/// reserves it for HEALTHCHECK commands).
+fn healthcheck(url: &str) -> ExitCode {
+    match http_get_status(url, std::time::Duration::from_secs(3)) {
+        Ok(200) => {
+            println!("healthy: {url} answered 200");
+            ExitCode::SUCCESS
+        }
+        Ok(status) => {
+            println!("unhealthy: {url} answered {status}");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            println!("unhealthy: {url}: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// GETs a plain `http://` URL with `Connection: close` and returns the
+/// status code of the answer; the whole exchange must fit in `timeout`.
+fn http_get_status(url: &str, timeout: std::time::Duration) -> Result<u16, String> {
+    use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+    use std::time::Instant;
+
+    let deadline = Instant::now() + timeout;
+    let left = || {
+        deadline
+            .checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| format!("no answer within {}s", timeout.as_secs()))
+    };
+    let parsed = url::Url::parse(url).map_err(|e| format!("not a URL: {e}"))?;
+    if parsed.scheme() != "http" {
+        return Err(format!("scheme `{}` is not http", parsed.scheme()));
+    }
+    let port = parsed.port().unwrap_or(80);
+    let addrs: Vec<SocketAddr> = match parsed.host() {
+        Some(url::Host::Ipv4(ip)) => vec![SocketAddr::from((ip, port))],
+        Some(url::Host::Ipv6(ip)) => vec![SocketAddr::from((ip, port))],
+        Some(url::Host::Domain(name)) => (name, port)
+            .to_socket_addrs()
+            .map_err(|e| format!("cannot resolve {name}: {e}"))?
+            .collect(),
+        None => return Err("the URL has no host".into()),
+    };
+    let mut last_err = String::from("no address to connect to");
+    let mut stream = None;
+    for addr in addrs {
+        match TcpStream::connect_timeout(&addr, left()?) {
+            Ok(s) => {
+                stream = Some(s);
+                break;
+            }
+            Err(e) => last_err = format!("cannot connect to {addr}: {e}"),
+        }
+    }
+    let mut stream = stream.ok_or(last_err)?;
+    let host = parsed.host_str().unwrap_or_default();
+    let target = match parsed.query() {
+        Some(q) => format!("{}?{q}", parsed.path()),
+        None => parsed.path().to_owned(),
+    };
+    let request = format!(
+        "GET {target} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: crisp-relay-healthcheck\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+    );
+    stream
+        .set_write_timeout(Some(left()?))
+        .and_then(|()| stream.write_all(request.as_bytes()))
+        .map_err(|e| format!("cannot send the request: {e}"))?;
+    // Only the status line matters: `HTTP/1.1 200 OK\r\n`.
+    let mut head = Vec::with_capacity(64);
+    let mut buf = [0u8; 256];
+    while !head.contains(&b'\n') && head.len() < 4096 {
+        stream
+            .set_read_timeout(Some(left()?))
+            .map_err(|e| e.to_string())?;
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(format!("no answer within {}s", timeout.as_secs()));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("cannot read the answer: {e}")),
+        }
+    }
+    let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    let mut parts = line.trim_end().splitn(3, ' ');
+    match (parts.next(), parts.next().map(str::parse::<u16>)) {
+        (Some(v), Some(Ok(status))) if v.starts_with("HTTP/") => Ok(status),
+        _ if head.is_empty() => Err("the connection closed without an answer".into()),
+        _ => Err(format!("not an HTTP answer: {:?}", line.trim_end())),
     }
 }
 

@@ -161,6 +161,7 @@ impl TestApp {
     pub async fn spawn_in(work: Workdir, env: &[(&str, &str)]) -> Self {
         let mut cmd = Command::new(bin());
         cmd.arg("serve")
+            .args(["--log-format", "text"])
             .arg("-c")
             .arg(work.config_path())
             .env("CRISP_HOOK_KEY", KEY)

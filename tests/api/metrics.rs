@@ -178,3 +178,42 @@ async fn queue_depth_and_retries_show_a_struggling_target() {
         0.0
     );
 }
+
+#[test]
+fn json_log_lines_carry_structured_fields_and_no_key() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let work = Workdir::new(&default_config());
+    let mut child = Command::new(bin())
+        .args(["serve", "--log-format", "json", "-c"])
+        .arg(work.config_path())
+        .env("CRISP_HOOK_KEY", KEY)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut listening = Vec::new();
+    for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+        let v: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(!line.contains(KEY));
+        if v["message"] == "listening" {
+            assert_eq!(v["level"], "INFO");
+            assert!(
+                v["addr"]
+                    .as_str()
+                    .is_some_and(|a| a.starts_with("127.0.0.1:")),
+                "{line}"
+            );
+            listening.push(v["listener"].as_str().unwrap_or("").to_owned());
+            if listening.len() == 2 {
+                break;
+            }
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(listening, vec!["ingest", "admin"]);
+}
