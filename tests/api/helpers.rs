@@ -313,3 +313,37 @@ pub async fn open_store(path: &Path) -> crisp_relay::store::SqliteStore {
         .await
         .unwrap()
 }
+
+/// A visitor's text message (`message:send` from `user`) whose text is
+/// `msg <seq>`, shaped like Crisp's (see `message_send_text_basic.json`).
+pub fn message(seq: usize) -> String {
+    serde_json::json!({
+        "website_id": "3f9d2b7e-61c4-4a8e-9b1f-0d5e7a2c8b46",
+        "event": "message:send",
+        "data": {
+            "website_id": "3f9d2b7e-61c4-4a8e-9b1f-0d5e7a2c8b46",
+            "session_id": "session_9e2a4c71-3b5d-4f86-a1c9-7d0e2b8f6a13",
+            "type": "text",
+            "content": format!("msg {seq}"),
+            "from": "user",
+            "origin": "chat",
+            "user": {"nickname": "visitor493603"},
+        },
+        "timestamp": 1_748_952_083_417_i64,
+    })
+    .to_string()
+}
+
+/// The `<seq>` of the `msg <seq>` in `text`.
+pub fn seq_in(text: &str) -> usize {
+    let at = text
+        .find("msg ")
+        .unwrap_or_else(|| panic!("no `msg N` in {text:?}"));
+    let digits: String = text[at + 4..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits
+        .parse()
+        .unwrap_or_else(|_| panic!("no number after `msg ` in {text:?}"))
+}
