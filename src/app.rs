@@ -48,6 +48,8 @@ pub enum LoadError {
 pub struct Relay {
     pub config: Config,
     pub renderer: Renderer,
+    /// The config file it was loaded from (reload reads it again).
+    pub path: PathBuf,
 }
 
 /// Why one delivery cannot be turned into a request.
@@ -93,7 +95,11 @@ impl Relay {
                 &names,
             )
             .map_err(LoadError::Config)?;
-        Ok(Self { config, renderer })
+        Ok(Self {
+            config,
+            renderer,
+            path: path.to_owned(),
+        })
     }
 
     /// The deliveries `event` gets (enabled targets only), in route order.

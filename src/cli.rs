@@ -503,31 +503,41 @@ async fn serve_async(relay: Relay) -> Result<(), String> {
     let running = crate::start(relay, shutdown.clone())
         .await
         .map_err(|e| e.to_string())?;
-    wait_for_signal().await;
+    wait_for_signal(&running.reload_handle()).await;
     tracing::info!("signal received; shutting down");
     shutdown.cancel();
     running.finished().await;
     Ok(())
 }
 
-async fn wait_for_signal() {
+/// Returns on SIGTERM or SIGINT; reloads the configuration on SIGHUP.
+async fn wait_for_signal(reload: &crate::reload::ReloadHandle) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut int)) = (
+        let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
         ) else {
             let _ = tokio::signal::ctrl_c().await;
             return;
         };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
+        loop {
+            tokio::select! {
+                _ = term.recv() => return,
+                _ = int.recv() => return,
+                _ = hup.recv() => {
+                    tracing::info!("SIGHUP: reloading the configuration");
+                    // The outcome is logged by the reload itself.
+                    let _ = reload.reload().await;
+                }
+            }
         }
     }
     #[cfg(not(unix))]
     {
+        let _ = reload;
         let _ = tokio::signal::ctrl_c().await;
     }
 }

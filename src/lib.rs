@@ -13,6 +13,7 @@ pub mod config;
 pub mod delivery;
 pub mod event;
 pub mod metrics;
+pub mod reload;
 pub mod render;
 pub mod routing;
 pub mod secret;
@@ -63,12 +64,19 @@ pub struct Running {
     pub admin_addr: Option<SocketAddr>,
     pub store: store::SqliteStore,
     task: JoinHandle<()>,
-    engine: delivery::Engine,
+    supervisor: JoinHandle<()>,
+    pruning: delivery::Engine,
+    reload: reload::ReloadHandle,
     abort: CancellationToken,
     shutdown_timeout: std::time::Duration,
 }
 
 impl Running {
+    /// Re-reads the config file and templates (what SIGHUP does).
+    pub fn reload_handle(&self) -> reload::ReloadHandle {
+        self.reload.clone()
+    }
+
     /// After the shutdown token is cancelled: waits until the server has
     /// finished in-flight requests and the workers their in-flight sends —
     /// both within `server.shutdown_timeout`, after which sends still in
@@ -81,7 +89,8 @@ impl Running {
             abort.cancel();
         });
         let _ = self.task.await;
-        self.engine.join().await;
+        let _ = self.supervisor.await;
+        self.pruning.join().await;
         timer.abort();
         self.store.close().await;
     }
@@ -130,22 +139,35 @@ pub async fn start_with(
     let abort = CancellationToken::new();
     let metrics = Arc::new(metrics::Metrics::new());
     metrics.register_targets(relay.config.enabled_targets().map(|t| t.name.as_str()));
+    let clock = delivery::WallClock::new();
     let shared = Arc::new(delivery::Shared {
         relay: relay.clone(),
         store: store.clone(),
-        transport,
-        clock: delivery::WallClock::new(),
+        transport: transport.clone(),
+        clock,
         seed: None,
         metrics: metrics.clone(),
     });
-    let engine = delivery::Engine::start(shared.clone(), shutdown.clone(), abort.clone())
-        .with_pruning(shared, shutdown.clone());
+    let pruning = delivery::Engine::none().with_pruning(shared, shutdown.clone());
+    let live = Arc::new(reload::Live::new(relay.clone()));
+    let (reload, supervisor) = reload::Supervisor {
+        live: live.clone(),
+        path: relay.path.clone(),
+        store: store.clone(),
+        transport,
+        metrics: metrics.clone(),
+        clock,
+        shutdown: shutdown.clone(),
+        abort: abort.clone(),
+    }
+    .spawn();
     let task = tokio::spawn(server::run(
-        relay,
+        live,
         store.clone(),
         ingest,
         admin,
         metrics,
+        reload.clone(),
         shutdown,
     ));
     Ok(Running {
@@ -153,7 +175,9 @@ pub async fn start_with(
         admin_addr,
         store,
         task,
-        engine,
+        supervisor,
+        pruning,
+        reload,
         abort,
         shutdown_timeout,
     })

@@ -302,6 +302,12 @@ impl Metrics {
             .inc();
     }
 
+    pub fn config_reload(&self, outcome: &'static str) {
+        self.config_reloads
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
+    }
+
     pub fn rate_limited(&self, target: &str, source: &'static str) {
         self.rate_limited
             .get_or_create(&TargetSource {
@@ -315,10 +321,11 @@ impl Metrics {
     /// zeros rather than gaps).
     pub fn register_targets<'a>(&self, targets: impl IntoIterator<Item = &'a str>) {
         for t in targets {
-            self.targets
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(t.to_owned());
+            let mut known = self.targets.write().unwrap_or_else(|p| p.into_inner());
+            if !known.iter().any(|k| k == t) {
+                known.push(t.to_owned());
+            }
+            drop(known);
             for outcome in ["delivered", "retried", "dead_lettered"] {
                 let _ = self.deliveries.get_or_create(&TargetOutcome {
                     target: t.to_owned(),

@@ -29,16 +29,16 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::app::Relay;
 use crate::event::Event;
 use crate::metrics::Metrics;
+use crate::reload::{Live, ReloadHandle};
 use crate::store::{NewEvent, SqliteStore, StoreError};
 
 type Body = Full<Bytes>;
 
 /// What the ingest handler needs.
 struct Ingest {
-    relay: Arc<Relay>,
+    live: Arc<Live>,
     store: SqliteStore,
     metrics: Arc<Metrics>,
 }
@@ -47,27 +47,34 @@ struct Ingest {
 struct Admin {
     store: SqliteStore,
     metrics: Arc<Metrics>,
+    reload: ReloadHandle,
 }
 
 /// Serves ingest (and admin, if given) until `shutdown` is cancelled, then
 /// stops accepting, lets in-flight requests finish for up to
 /// `server.shutdown_timeout`, and returns.
 pub async fn run(
-    relay: Arc<Relay>,
+    live: Arc<Live>,
     store: SqliteStore,
     ingest: TcpListener,
     admin: Option<TcpListener>,
     metrics: Arc<Metrics>,
+    reload: ReloadHandle,
     shutdown: CancellationToken,
 ) {
-    let server = relay.config.server.clone();
+    // Listener settings stay as started; the rest is read per request.
+    let server = live.get().config.server.clone();
     let state = Arc::new(Ingest {
-        relay,
+        live,
         store: store.clone(),
         metrics: metrics.clone(),
     });
     let graceful = GracefulShutdown::new();
-    let admin_state = Arc::new(Admin { store, metrics });
+    let admin_state = Arc::new(Admin {
+        store,
+        metrics,
+        reload,
+    });
     let admin_task = admin.map(|l| tokio::spawn(run_admin(l, admin_state, shutdown.clone())));
 
     let limit = Arc::new(Semaphore::new(server.max_connections));
@@ -187,7 +194,8 @@ async fn ingest(
     req: Request<Incoming>,
     body_timeout: Duration,
 ) -> (Response<Body>, Option<String>, Option<String>) {
-    let cfg = &state.relay.config.server;
+    let relay = state.live.get();
+    let cfg = &relay.config.server;
     let reject = |status: StatusCode, msg: String| (error(status, msg.clone()), None, Some(msg));
 
     if req.uri().path() != cfg.path {
@@ -202,7 +210,7 @@ async fn ingest(
             .insert(ALLOW, HeaderValue::from_static("POST"));
         return (r, None, Some("method not allowed".into()));
     }
-    if !key_ok(req.uri().query(), &state.relay.config.server.keys) {
+    if !key_ok(req.uri().query(), &cfg.keys) {
         return reject(StatusCode::UNAUTHORIZED, "missing or wrong key".into());
     }
     if let Some(ct) = req.headers().get(CONTENT_TYPE)
@@ -255,7 +263,7 @@ async fn ingest(
         Err(e) => return reject(StatusCode::BAD_REQUEST, e.to_string()),
     };
     let name = event.name().to_owned();
-    let deliveries = state.relay.plan(&event);
+    let deliveries = relay.plan(&event);
     let count = deliveries.len();
     // The body is valid JSON, hence valid UTF-8.
     let body_text = String::from_utf8_lossy(&body).into_owned();
@@ -350,6 +358,16 @@ async fn admin(state: &Admin, req: &Request<Incoming>) -> Response<Body> {
     let store = &state.store;
     match (req.method(), req.uri().path()) {
         (&Method::GET | &Method::HEAD, "/metrics") => metrics(state).await,
+        (&Method::POST, "/-/reload") => match state.reload.reload().await {
+            Ok(()) => respond(StatusCode::OK, json!({"reloaded": true})),
+            Err(errors) => error(StatusCode::BAD_REQUEST, errors),
+        },
+        (_, "/-/reload") => {
+            let mut r = error(StatusCode::METHOD_NOT_ALLOWED, "use POST");
+            r.headers_mut()
+                .insert(ALLOW, HeaderValue::from_static("POST"));
+            r
+        }
         (&Method::GET | &Method::HEAD, "/healthz") => {
             respond(StatusCode::OK, json!({"status": "ok"}))
         }

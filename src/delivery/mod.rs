@@ -85,6 +85,13 @@ pub struct Engine {
 }
 
 impl Engine {
+    /// An engine with no workers (for [`Engine::with_pruning`] alone).
+    pub fn none() -> Self {
+        Self {
+            handles: Vec::new(),
+        }
+    }
+
     /// Starts a worker per enabled target. `stop`: take
     /// no new work; `abort`: give up sends in flight (the shutdown deadline).
     pub fn start(shared: Arc<Shared>, stop: CancellationToken, abort: CancellationToken) -> Self {

@@ -11,6 +11,7 @@ mod fakes;
 mod healthcheck;
 mod ingest;
 mod metrics;
+mod reload;
 mod rendering;
 mod retry_timing;
 mod store_ops;
