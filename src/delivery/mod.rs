@@ -24,7 +24,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn};
+use tracing::{Instrument, debug, error, info, warn};
 
 use crate::app::Relay;
 use crate::config::{Target, TargetKind};
@@ -234,6 +234,13 @@ async fn run_worker(
         // The previous result must be on disk before the next send: after a
         // crash, only the send in flight may be repeated.
         confirm(&mut unconfirmed).await;
+        let span = tracing::info_span!(
+            "delivery",
+            target_name = %target.name,
+            route = %delivery.route,
+            delivery = delivery.id,
+            attempt = delivery.attempts + 1
+        );
         match attempt(
             &shared,
             target,
@@ -243,6 +250,7 @@ async fn run_worker(
             &stop,
             &abort,
         )
+        .instrument(span)
         .await
         {
             Step::Done(op) => {

@@ -758,6 +758,33 @@ async fn secrets_never_reach_the_logs_whatever_the_destinations_answer() {
         Some("token=QUERY-SECRET-88")
     );
 
+    // Hostile input through every path: visitor text made to look like
+    // mentions, markup and links, and requests the relay rejects.
+    let hostile = [
+        "message_send_text_everyone_mention.json",
+        "message_send_text_slack_special_tokens.json",
+        "message_send_text_html.json",
+        "message_send_text_markdown.json",
+        "message_send_text_long_5000.json",
+        "message_send_text_unicode_emoji.json",
+    ];
+    for name in hostile {
+        assert_eq!(app.post_event(fixture(name)).await.status(), 200, "{name}");
+    }
+    let wrong = app
+        .client
+        .post(app.hook_url(QUERY_SECRET))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    assert_eq!(app.post_event("{not json").await.status(), 400);
+    assert_eq!(app.post_event(vec![b' '; 70_000]).await.status(), 413);
+    discord.wait_for_accepted(1 + hostile.len(), GUARD).await;
+    slack.wait_for_accepted(1 + hostile.len(), GUARD).await;
+    hook.wait_for_accepted(1 + hostile.len(), GUARD).await;
+
     // Then every destination says the webhook is gone.
     discord.always(404, DISCORD_404);
     slack.always(404, "no_service");
