@@ -20,6 +20,18 @@ pub struct Answer {
 }
 
 impl Answer {
+    /// An answer with `headers` (names are lower-cased).
+    pub fn new(status: u16, headers: &[(&str, &str)], body: &str) -> Self {
+        Self {
+            status,
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), (*v).to_owned()))
+                .collect(),
+            body: body.to_owned(),
+        }
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
@@ -278,14 +290,7 @@ mod tests {
     use TargetKind::*;
 
     fn answer(status: u16, headers: &[(&str, &str)], body: &str) -> Answer {
-        Answer {
-            status,
-            headers: headers
-                .iter()
-                .map(|(k, v)| (k.to_ascii_lowercase(), (*v).to_owned()))
-                .collect(),
-            body: body.to_owned(),
-        }
+        Answer::new(status, headers, body)
     }
 
     fn outcome(kind: TargetKind, a: &Answer) -> &'static str {

@@ -46,14 +46,7 @@ impl Transport for Scripted {
 }
 
 fn answer(status: u16, headers: &[(&str, &str)], body: &str) -> Answer {
-    Answer {
-        status,
-        headers: headers
-            .iter()
-            .map(|(k, v)| (k.to_ascii_lowercase(), (*v).to_owned()))
-            .collect(),
-        body: body.to_owned(),
-    }
+    Answer::new(status, headers, body)
 }
 
 struct Rig {
