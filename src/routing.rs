@@ -274,6 +274,27 @@ fn all_hold(conditions: &[Condition], event: &Value) -> bool {
     conditions.iter().all(|c| c.holds(event))
 }
 
+/// The exact event names a route's conditions allow, when one of them pins
+/// the top-level `event` field to strings (`event: x` or `event: [x, y]`);
+/// `None`: any name may match.
+fn event_names(conditions: &[Condition]) -> Option<Vec<&str>> {
+    fn exact(test: &Test) -> Option<Vec<&str>> {
+        match test {
+            Test::Eq(Value::String(s)) => Some(vec![s.as_str()]),
+            Test::AnyOf(tests) => tests.iter().try_fold(Vec::new(), |mut acc, t| {
+                acc.extend(exact(t)?);
+                Some(acc)
+            }),
+            Test::All(tests) => tests.iter().find_map(exact),
+            _ => None,
+        }
+    }
+    conditions.iter().find_map(|c| match c {
+        Condition::Field { path, test } if path.as_str() == "event" => exact(test),
+        _ => None,
+    })
+}
+
 /// A compiled route: its conditions and the indexes of its targets.
 #[derive(Debug, Clone)]
 pub struct Route {
@@ -294,16 +315,53 @@ pub struct Decision {
 }
 
 /// Ordered routes; the first match wins unless it says `continue: true`.
+///
+/// Indexed by event name: a route whose conditions pin `event` to one or
+/// more exact names is only evaluated for those names, so the cost of an
+/// event grows with the routes that could match it, not with the whole
+/// list. Order is kept: each name's candidates are the route indexes of
+/// its own routes merged with the unindexed ones, ascending.
 #[derive(Debug, Clone, Default)]
 pub struct Router {
     routes: Vec<Route>,
     /// `enabled[target]`: whether deliveries to that target are made.
     enabled: Vec<bool>,
+    /// Event name → candidate route indexes, ascending.
+    by_event: std::collections::HashMap<String, Vec<usize>>,
+    /// Routes that may match any event name (no exact `event` condition),
+    /// ascending: the candidates for names not in `by_event`.
+    unindexed: Vec<usize>,
 }
 
 impl Router {
     pub fn new(routes: Vec<Route>, enabled: Vec<bool>) -> Self {
-        Self { routes, enabled }
+        let mut by_event: std::collections::HashMap<String, Vec<usize>> =
+            std::collections::HashMap::new();
+        let mut unindexed = Vec::new();
+        for (index, route) in routes.iter().enumerate() {
+            match event_names(&route.conditions) {
+                Some(names) => {
+                    for name in names {
+                        let list = by_event.entry(name.to_owned()).or_default();
+                        if list.last() != Some(&index) {
+                            list.push(index);
+                        }
+                    }
+                }
+                None => unindexed.push(index),
+            }
+        }
+        for list in by_event.values_mut() {
+            list.extend_from_slice(&unindexed);
+            list.sort_unstable();
+            list.dedup();
+        }
+        Self {
+            routes,
+            enabled,
+            by_event,
+            unindexed,
+        }
     }
 
     pub fn routes(&self) -> &[Route] {
@@ -323,8 +381,25 @@ impl Router {
     }
 
     fn evaluate(&self, event: &Value, include_disabled: bool) -> Vec<Decision> {
+        match event.get("event") {
+            Some(Value::String(name)) => {
+                let candidates = self.by_event.get(name.as_str()).unwrap_or(&self.unindexed);
+                self.evaluate_in(candidates.iter().copied(), event, include_disabled)
+            }
+            // Not a string (only `check` and tests get here): every route.
+            _ => self.evaluate_in(0..self.routes.len(), event, include_disabled),
+        }
+    }
+
+    fn evaluate_in(
+        &self,
+        candidates: impl Iterator<Item = usize>,
+        event: &Value,
+        include_disabled: bool,
+    ) -> Vec<Decision> {
         let mut out = Vec::new();
-        for (index, route) in self.routes.iter().enumerate() {
+        for index in candidates {
+            let route = &self.routes[index];
             if all_hold(&route.conditions, event) {
                 let enabled =
                     |t: &usize| include_disabled || self.enabled.get(*t).copied().unwrap_or(false);
@@ -515,5 +590,82 @@ mod tests {
                 target: 3
             }]
         );
+    }
+
+    /// The event-name index gives exactly what evaluating every route in
+    /// order gives, for indexed, unindexed and mixed routes.
+    #[test]
+    fn index_agrees_with_linear_evaluation() {
+        let p = |s: &str| FieldPath::parse(s).unwrap();
+        let field = |path: &str, v: Value| Condition::Field {
+            path: p(path),
+            test: test(v),
+        };
+        let matchers = [
+            Some(json!("message:send")),
+            Some(json!(["message:send", "session:set_email"])),
+            Some(json!("message:*")),
+            Some(json!({"not": "message:send"})),
+            Some(json!({"regex": "^session:", "exists": true})),
+            Some(json!("5")),
+            None,
+        ];
+        let mut routes = Vec::new();
+        for i in 0..60usize {
+            let mut conditions = Vec::new();
+            if let Some(m) = &matchers[i % matchers.len()] {
+                conditions.push(field("event", m.clone()));
+            }
+            if i % 4 == 1 {
+                conditions.push(field("data.from", json!("user")));
+            }
+            routes.push(Route {
+                name: format!("r{i}"),
+                conditions,
+                targets: vec![i % 3],
+                template: None,
+                continue_matching: i % 5 != 0,
+            });
+        }
+        let router = Router::new(routes.clone(), vec![true, false, true]);
+        let events = [
+            json!({"event": "message:send", "data": {"from": "user"}}),
+            json!({"event": "message:send", "data": {"from": "operator"}}),
+            json!({"event": "message:received", "data": {"from": "user"}}),
+            json!({"event": "session:set_email", "data": {}}),
+            json!({"event": "unknown:thing", "data": {"from": "user"}}),
+            json!({"event": 5, "data": {}}),
+            json!({"data": {"from": "user"}}),
+        ];
+        for event in &events {
+            for include_disabled in [false, true] {
+                let mut want = Vec::new();
+                for (index, route) in routes.iter().enumerate() {
+                    if all_hold(&route.conditions, event) {
+                        want.extend(
+                            route
+                                .targets
+                                .iter()
+                                .filter(|&&t| include_disabled || t != 1)
+                                .map(|&target| Decision {
+                                    route: index,
+                                    target,
+                                }),
+                        );
+                        if !route.continue_matching {
+                            break;
+                        }
+                    }
+                }
+                let got = if include_disabled {
+                    router.route_all(event)
+                } else {
+                    router.route(event)
+                };
+                assert_eq!(got, want, "{event} include_disabled={include_disabled}");
+            }
+        }
+        assert!(!router.route(&events[0]).is_empty());
+        assert!(!router.route(&events[5]).is_empty());
     }
 }
