@@ -3,12 +3,13 @@
 //! Owns one worker per enabled target. A worker takes that target's oldest
 //! pending delivery (FIFO by id, so a channel reads in Crisp's order), waits
 //! until it is due, renders it, waits for the target's limiter, sends it,
-//! classifies the answer and records the result, which is committed before
-//! the next send.
+//! classifies the answer and records the result. Results are committed in
+//! groups while the next rows are sent (at most [`WINDOW`] uncommitted at
+//! once), so a fast destination is not held to one commit per send.
 //! A delivery waiting for a retry therefore holds back later deliveries to
 //! the same target, and no other target. Rows stay `pending` while in
-//! flight: a crash mid-send means the send is repeated after restart
-//! (at-least-once).
+//! flight: after a crash, the send in flight and those whose results were
+//! not yet committed (at most [`WINDOW`]) are repeated (at-least-once).
 //!
 //! Must not: accept events (the server does), or decide escaping and
 //! limits (render and targets do).
@@ -142,10 +143,17 @@ async fn prune(shared: Arc<Shared>, stop: CancellationToken) {
     }
 }
 
-/// Rows a worker reads at once. A result is queued for the next group
-/// commit while the worker prepares the next row, and is committed before
-/// that row is sent (and before the queue is read again).
+/// Rows a worker reads at once. Every result is committed before the
+/// queue is read again.
 const BATCH: u32 = 64;
+
+/// Results a worker may have sent but not yet committed. Sends go on while
+/// earlier results wait for the store's next group commit, which matters
+/// when commits are slow (an fsync behind a burst of ingest) and the
+/// destination fast; a rate-limited target's results are committed long
+/// before its next send, so for it this is one. Also the most sends a
+/// crash can repeat per target.
+pub const WINDOW: usize = 64;
 
 /// What an attempt leads to.
 enum Step {
@@ -177,7 +185,7 @@ async fn run_worker(
         fastrand::Rng::with_seed(s.wrapping_add(index as u64))
     });
     let mut line: std::collections::VecDeque<PendingDelivery> = std::collections::VecDeque::new();
-    let mut unconfirmed: Vec<crate::store::Committed> = Vec::new();
+    let mut unconfirmed = std::collections::VecDeque::new();
     // Highest id taken from the store; 0 rescans from the start (replays can
     // put old rows back).
     let mut cursor = 0i64;
@@ -231,9 +239,9 @@ async fn run_worker(
             }
             continue;
         }
-        // The previous result must be on disk before the next send: after a
-        // crash, only the send in flight may be repeated.
-        confirm(&mut unconfirmed).await;
+        // Bounds what a crash can repeat: at most WINDOW sends whose
+        // results are not yet on disk.
+        settle(&mut unconfirmed, WINDOW - 1).await;
         let span = tracing::info_span!(
             "delivery",
             target_name = %target.name,
@@ -287,28 +295,49 @@ async fn run_worker(
 }
 
 /// Queues a result for the next commit; `false` when the store is closed.
-async fn record_later(
-    shared: &Shared,
-    op: Op,
-    unconfirmed: &mut Vec<crate::store::Committed>,
-) -> bool {
+async fn record_later(shared: &Shared, op: Op, unconfirmed: &mut Unconfirmed) -> bool {
     match shared.store.apply_later(op).await {
         Ok(c) => {
-            unconfirmed.push(c);
+            unconfirmed.push_back(c);
             true
         }
         Err(_) => false,
     }
 }
 
-/// Waits until every queued result is committed. A result that failed to
-/// commit leaves its row pending: it is sent again (at-least-once).
-async fn confirm(unconfirmed: &mut Vec<crate::store::Committed>) {
-    for c in unconfirmed.drain(..) {
-        match c.wait().await {
-            Ok(_) | Err(StoreError::Closed) => {}
-            Err(e) => error!(error = %e, "cannot record a delivery result; it will be sent again"),
-        }
+/// Results queued for a commit, oldest first.
+type Unconfirmed = std::collections::VecDeque<crate::store::Committed>;
+
+/// Waits until every queued result is committed.
+async fn confirm(unconfirmed: &mut Unconfirmed) {
+    settle(unconfirmed, 0).await;
+}
+
+/// Forgets the results already committed, then waits for the oldest until
+/// at most `keep` are left. A result that failed to commit leaves its row
+/// pending: it is sent again (at-least-once).
+async fn settle(unconfirmed: &mut Unconfirmed, keep: usize) {
+    while let Some(front) = unconfirmed.front_mut() {
+        let outcome = match front.try_take() {
+            Some(outcome) => outcome,
+            None if unconfirmed.len() > keep => match unconfirmed.pop_front() {
+                Some(c) => {
+                    report(c.wait().await);
+                    continue;
+                }
+                None => break,
+            },
+            None => break,
+        };
+        unconfirmed.pop_front();
+        report(outcome);
+    }
+}
+
+fn report(outcome: Result<u64, StoreError>) {
+    match outcome {
+        Ok(_) | Err(StoreError::Closed) => {}
+        Err(e) => error!(error = %e, "cannot record a delivery result; it will be sent again"),
     }
 }
 

@@ -77,6 +77,15 @@ enum Request {
 pub struct Committed(oneshot::Receiver<Result<u64, Arc<sqlx::Error>>>);
 
 impl Committed {
+    /// The outcome if the commit is over, without waiting.
+    pub fn try_take(&mut self) -> Option<Result<u64, StoreError>> {
+        match self.0.try_recv() {
+            Ok(r) => Some(r.map_err(|e| StoreError::Db(unwrap_arc(e)))),
+            Err(oneshot::error::TryRecvError::Empty) => None,
+            Err(oneshot::error::TryRecvError::Closed) => Some(Err(StoreError::Closed)),
+        }
+    }
+
     pub async fn wait(self) -> Result<u64, StoreError> {
         match self.0.await {
             Ok(r) => r.map_err(|e| StoreError::Db(unwrap_arc(e))),
