@@ -213,12 +213,21 @@ impl Renderer {
             };
         };
         let reg = &self.registries[&resolved.mode];
-        let text = reg
-            .render(&resolved.key, event)
-            .map_err(|e| RenderError::Template {
-                template: resolved.file.clone(),
-                reason: render_reason(&e),
-            })?;
+        let text = match reg.render(&resolved.key, event) {
+            // A path went through a list by name (`data.content.url` with
+            // `content` a list): handlebars-rust fails the whole render
+            // where Handlebars.js yields "missing". Render again with lists
+            // seen as objects keyed by index, where such a name is missing.
+            Err(e) if matches!(e.reason(), RenderErrorReason::InvalidJsonIndex(_)) => {
+                let _original = OriginalEvent::set(event);
+                reg.render(&resolved.key, &lists_as_objects(event))
+            }
+            other => other,
+        }
+        .map_err(|e| RenderError::Template {
+            template: resolved.file.clone(),
+            reason: render_reason(&e),
+        })?;
         if resolved.mode.is_json() {
             serde_json::from_str(&text)
                 .map(Rendered::Json)
@@ -235,6 +244,52 @@ impl Renderer {
                 trimmed.to_owned()
             }))
         }
+    }
+}
+
+/// `v` with every list turned into an object keyed `"0"`, `"1"`, ... in
+/// order, for [`Renderer::render`]'s second pass. Templates see the same
+/// values: `list.0` and `{{#each}}` (with `@index`, `@first`) work as on a
+/// list, and `list.name` is missing instead of an error. `{{json value}}`
+/// still shows the event's lists as lists ([`OriginalEvent`]); only a bare
+/// `{{list}}` shows `[object]` instead of `[a, b]`.
+fn lists_as_objects(v: &Value) -> Value {
+    match v {
+        Value::Array(items) => Value::Object(
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| (i.to_string(), lists_as_objects(item)))
+                .collect(),
+        ),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, item)| (k.clone(), lists_as_objects(item)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+thread_local! {
+    static ORIGINAL: std::cell::RefCell<Option<Value>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The event as it is, while [`Renderer::render`]'s second pass renders its
+/// [`lists_as_objects`] view on this thread, so that `{{json}}` of a value
+/// taken from the event writes it exactly (a webhook's `{{{json data}}}`).
+struct OriginalEvent;
+
+impl OriginalEvent {
+    fn set(event: &Value) -> Self {
+        ORIGINAL.with(|o| *o.borrow_mut() = Some(event.clone()));
+        OriginalEvent
+    }
+}
+
+impl Drop for OriginalEvent {
+    fn drop(&mut self) {
+        ORIGINAL.with(|o| *o.borrow_mut() = None);
     }
 }
 
@@ -288,7 +343,7 @@ fn registry(mode: Mode) -> Handlebars<'static> {
     h.register_escape_fn(move |s| mode.escape(s));
     h.register_helper("truncate", Box::new(truncate_helper));
     h.register_helper("default", Box::new(default_helper));
-    h.register_helper("json", Box::new(json_helper));
+    h.register_helper("json", Box::new(JsonHelper));
     h.register_helper("date", Box::new(date_helper));
     h.register_helper("origin", Box::new(origin_helper));
     h.register_helper("duration", Box::new(duration_helper));
@@ -315,7 +370,40 @@ handlebars_helper!(default_helper: |v: Value, fallback: Value| {
     }
 });
 
-handlebars_helper!(json_helper: |v: Value| v.to_string());
+/// `{{json value}}`: the value as compact JSON text (escaped like a value).
+struct JsonHelper;
+
+impl handlebars::HelperDef for JsonHelper {
+    fn call_inner<'reg: 'rc, 'rc>(
+        &self,
+        h: &Helper<'rc>,
+        _: &'reg Handlebars<'reg>,
+        _: &'rc Context,
+        _: &mut RenderContext<'reg, 'rc>,
+    ) -> Result<handlebars::ScopedJson<'rc>, handlebars::RenderError> {
+        let param = h
+            .param(0)
+            .ok_or(RenderErrorReason::ParamNotFoundForIndex("json", 0))?;
+        // In the second pass, a value from the event is written from the
+        // event itself, lists as lists.
+        let original = param.context_path().and_then(|path| {
+            ORIGINAL.with(|o| {
+                let o = o.borrow();
+                let mut cur = o.as_ref()?;
+                for seg in path {
+                    cur = match cur {
+                        Value::Object(m) => m.get(seg)?,
+                        Value::Array(a) => a.get(seg.parse::<usize>().ok()?)?,
+                        _ => return None,
+                    };
+                }
+                Some(cur.to_string())
+            })
+        });
+        let text = original.unwrap_or_else(|| param.value().to_string());
+        Ok(handlebars::ScopedJson::Derived(Value::String(text)))
+    }
+}
 
 /// `{{date ms}}` → `2025-06-03 12:01 UTC`; `{{date ms "iso"}}` → ISO 8601.
 fn date_helper(
@@ -571,7 +659,10 @@ pub fn format_readable(ms: i64) -> String {
 /// characters (`\\ * _ ~ \` | [ ] <`) are backslash-escaped everywhere, which
 /// also defuses masked links `[text](url)` and `<@id>`, `<@&id>`, `<#id>`,
 /// `<t:...>`; block markup (`#`, `-`, `>`) only where it has effect, at the
-/// start of a line. `@everyone` / `@here` get a zero-width space after the `@`.
+/// start of a line: after any line break (`\r` too), and behind any
+/// whitespace, which the relay and Discord trim from a message (`"\u{3000}#"`
+/// would otherwise arrive as a heading). `@everyone` / `@here` get a
+/// zero-width space after the `@`.
 pub fn escape_discord(s: &str) -> Cow<'_, str> {
     const INLINE: &[char] = &['\\', '*', '_', '~', '`', '|', '[', ']', '<'];
     const LINE_START: &[char] = &['#', '-', '>'];
@@ -595,9 +686,23 @@ pub fn escape_discord(s: &str) -> Cow<'_, str> {
             }
             c => out.push(c),
         }
-        at_line_start = c == '\n' || (at_line_start && (c == ' ' || c == '\t'));
+        at_line_start = is_line_break(c) || (at_line_start && is_blank(c));
     }
     Cow::Owned(out)
+}
+
+/// Unicode line terminators: any of them may end a line for a markdown reader.
+fn is_line_break(c: char) -> bool {
+    matches!(
+        c,
+        '\n' | '\r' | '\u{0B}' | '\u{0C}' | '\u{85}' | '\u{2028}' | '\u{2029}'
+    )
+}
+
+/// Whitespace that trimming removes (Rust's and JavaScript's `trim`: the
+/// byte-order mark too).
+fn is_blank(c: char) -> bool {
+    c.is_whitespace() || c == '\u{FEFF}'
 }
 
 /// Slack: `&`, `<`, `>` as entities (Slack's three control characters), so
@@ -689,6 +794,38 @@ pub fn fit_string(v: &mut Value, max: usize) {
         && text_len(s) > max
     {
         *s = truncate(s, max).into_owned();
+    }
+}
+
+/// [`truncate`] for text already escaped for Slack ([`escape_slack`]), as
+/// Slack bodies are when they are fitted: the cut never falls inside one of
+/// the entities `&amp;`, `&lt;`, `&gt;`, which would leave a bare `&` and the
+/// entity's broken start (`&am…`) in the message.
+pub fn truncate_slack(s: &str, max: usize) -> Cow<'_, str> {
+    let cut = truncate(s, max);
+    let Cow::Owned(mut out) = cut else {
+        return cut;
+    };
+    let kept_len = out.len() - '…'.len_utf8();
+    if let Some(amp) = out[..kept_len].rfind('&') {
+        let tail = &out[amp..kept_len];
+        if ["&amp;", "&lt;", "&gt;"]
+            .iter()
+            .any(|e| e.len() > tail.len() && e.starts_with(tail))
+        {
+            let keep = out[..amp].trim_end().len();
+            out.replace_range(keep..kept_len, "");
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// [`fit_string`] for Slack text (see [`truncate_slack`]).
+pub fn fit_slack_string(v: &mut Value, max: usize) {
+    if let Value::String(s) = v
+        && text_len(s) > max
+    {
+        *s = truncate_slack(s, max).into_owned();
     }
 }
 
@@ -838,6 +975,47 @@ mod tests {
             t,
             "abc…|anon|2025-06-03 12:01 UTC|2025-06-03T12:01:23.417Z|https://app.crisp.chat/website/w%201/inbox/session_x/|WhatsApp|1:15|[1,\"a\"]"
         );
+    }
+
+    /// Found by fuzz/ (render target): `data.content` a list made every
+    /// shipped `visitor_message` template fail ("Cannot access array/vector
+    /// with string index"), so the delivery was dead-lettered.
+    #[test]
+    fn a_list_where_an_object_is_expected_renders_as_missing() {
+        let r = renderer(&[
+            (
+                "m.hbs",
+                "{{#if data.content.url}}url{{else}}none{{/if}}|{{data.content.0}}|{{#each data.content}}{{@index}}{{this}}{{/each}}|{{default data.user.nickname \"anon\"}}",
+            ),
+            (
+                "m.discord.json.hbs",
+                r#"{"content": "{{default data.content.text "(none)"}}"}"#,
+            ),
+        ]);
+        // The minimized fuzz input.
+        let ev = json!({"website_id": "3f9d2b7e-61c4-4a8e-9b1f-0d5e7a2c8b46", "event": "message:send",
+            "data": {"content": []}, "timestamp": 1_748_952_083_417_i64});
+        assert_eq!(
+            r.render(Some("m"), TargetKind::Discord, &ev).unwrap(),
+            Rendered::Json(json!({"content": "(none)"}))
+        );
+        let ev = json!({"data": {"content": ["a", "b"], "user": [1]}});
+        assert_eq!(
+            r.render(Some("m"), TargetKind::Stdout, &ev).unwrap(),
+            Rendered::Text("none|a|0a1b|anon".into())
+        );
+        // `{{json}}` in the second pass writes the event's lists as lists.
+        let j = renderer(&[(
+            "j.webhook.json.hbs",
+            r#"{"raw": {{{json data}}}, "n": "{{data.user.nickname}}", "c": "{{json data.content}}"}"#,
+        )]);
+        assert_eq!(
+            j.render(Some("j"), TargetKind::Webhook, &ev).unwrap(),
+            Rendered::Json(json!({"raw": ev["data"], "n": "", "c": "[\"a\",\"b\"]"}))
+        );
+        // Other render errors are still errors.
+        let bad = renderer(&[("t.hbs", "{{truncate data.x \"n\"}}")]);
+        assert!(bad.render(Some("t"), TargetKind::Stdout, &ev).is_err());
     }
 
     #[test]

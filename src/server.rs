@@ -4,10 +4,12 @@
 //! Owns request checking (path, method, key, content type, size, JSON
 //! envelope), answering with the right status and a small JSON body, and the
 //! resource bounds that keep a slow or flooding client from holding the
-//! server (connection limit, header and body read timeouts). It answers 200
-//! only after [`SqliteStore::accept`] has committed. Service functions never
-//! return `Err` (that would drop the connection); every failure is a status.
-//! This module must not render templates nor contact destinations.
+//! server or its memory: the connection limit, header and body read
+//! timeouts, the size of a request head ([`MAX_HEAD_BYTES`]) and the memory
+//! all bodies being read may hold at once ([`BODY_BUDGET_BYTES`]). It answers
+//! 200 only after [`SqliteStore::accept`] has committed. Service functions
+//! never return `Err` (that would drop the connection); every failure is a
+//! status. This module must not render templates nor contact destinations.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -36,11 +38,35 @@ use crate::store::{NewEvent, SqliteStore, StoreError};
 
 type Body = Full<Bytes>;
 
+/// The most a connection buffers while reading a request head (hyper's
+/// `max_buf_size`; its default is about 400 KiB). Heads are read before the
+/// key is checked, so without this bound anyone could make the relay hold
+/// `max_connections` × 400 KiB (400 MiB by default) with heads that never
+/// end. Crisp's heads are under 1 KiB; a head that does not fit (a long URL,
+/// large or many headers) is answered 431.
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+
+/// The memory that the bodies being read at once may hold between them (or
+/// one `max_body`, if that is larger). Each request reserves its declared
+/// `Content-Length` (`max_body` for a chunked body) before reading it, and
+/// keeps the reservation until it is answered; one that cannot reserve within
+/// `body_read_timeout` is answered 503 with `Retry-After`. Without it,
+/// `max_connections` slow bodies (which need a valid key) could hold
+/// `max_connections` × `max_body` (1 GiB by default). Crisp's events are a
+/// few KiB: thousands fit at once.
+pub const BODY_BUDGET_BYTES: u64 = 16 * 1024 * 1024;
+
+/// The body budget is counted in KiB (semaphore permits are `u32`).
+const BUDGET_UNIT: u64 = 1024;
+
 /// What the ingest handler needs.
 struct Ingest {
     live: Arc<Live>,
     store: SqliteStore,
     metrics: Arc<Metrics>,
+    /// [`BODY_BUDGET_BYTES`], in [`BUDGET_UNIT`]s.
+    body_budget: Arc<Semaphore>,
+    budget_units: u32,
 }
 
 /// What the admin handler needs.
@@ -64,10 +90,14 @@ pub async fn run(
 ) {
     // Listener settings stay as started; the rest is read per request.
     let server = live.get().config.server.clone();
+    let budget_units = u32::try_from(BODY_BUDGET_BYTES.max(server.max_body).div_ceil(BUDGET_UNIT))
+        .unwrap_or(u32::MAX);
     let state = Arc::new(Ingest {
         live,
         store: store.clone(),
         metrics: metrics.clone(),
+        body_budget: Arc::new(Semaphore::new(budget_units as usize)),
+        budget_units,
     });
     let graceful = GracefulShutdown::new();
     let admin_state = Arc::new(Admin {
@@ -81,6 +111,7 @@ pub async fn run(
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(server.header_read_timeout)
+        .max_buf_size(MAX_HEAD_BYTES)
         .keep_alive(true);
 
     loop {
@@ -141,6 +172,14 @@ fn respond(status: StatusCode, body: serde_json::Value) -> Response<Body> {
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response<Body> {
     respond(status, json!({ "error": message.into() }))
+}
+
+/// 503 with `Retry-After: 1`: a temporary condition Crisp should retry.
+fn busy(why: &str) -> Response<Body> {
+    let mut r = error(StatusCode::SERVICE_UNAVAILABLE, why);
+    r.headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    r
 }
 
 /// Answers one ingest request. Logs the outcome without the query string
@@ -233,11 +272,33 @@ async fn ingest(
         );
     }
 
+    // Reserve the body's memory first (see BODY_BUDGET_BYTES). Waiting for it
+    // counts against the body timeout; the body is not read meanwhile (the
+    // client is held back by TCP flow control).
+    let deadline = tokio::time::Instant::now() + body_timeout;
+    let need = declared.unwrap_or(cfg.max_body).min(cfg.max_body);
+    let units = u32::try_from(need.div_ceil(BUDGET_UNIT))
+        .unwrap_or(u32::MAX)
+        .min(state.budget_units);
+    let reserved = tokio::time::timeout_at(
+        deadline,
+        state.body_budget.clone().acquire_many_owned(units),
+    )
+    .await;
+    // Held until the answer: the body and its copies live until then.
+    let _reserved = match reserved {
+        Ok(Ok(permit)) => permit,
+        Ok(Err(_)) | Err(_) => {
+            let why = "the relay is busy; retry shortly";
+            return (busy(why), None, Some("body memory budget exhausted".into()));
+        }
+    };
+
     let limited = Limited::new(
         req.into_body(),
         usize::try_from(cfg.max_body).unwrap_or(usize::MAX),
     );
-    let body = match tokio::time::timeout(body_timeout, limited.collect()).await {
+    let body = match tokio::time::timeout_at(deadline, limited.collect()).await {
         Err(_) => {
             return reject(
                 StatusCode::REQUEST_TIMEOUT,
@@ -253,7 +314,12 @@ async fn ingest(
                 format!("body is larger than the {} byte limit", cfg.max_body),
             );
         }
-        Ok(Err(e)) => return reject(StatusCode::BAD_REQUEST, format!("could not read body: {e}")),
+        Ok(Err(e)) => {
+            return reject(
+                StatusCode::BAD_REQUEST,
+                format!("could not read body: {}", with_sources(e.as_ref())),
+            );
+        }
         Ok(Ok(collected)) => collected.to_bytes(),
     };
 
@@ -290,12 +356,22 @@ async fn ingest(
                 _ => "the store cannot accept events right now; retry shortly",
             };
             warn!(error = %e, "event not stored; answering 503");
-            let mut r = error(StatusCode::SERVICE_UNAVAILABLE, why);
-            r.headers_mut()
-                .insert(RETRY_AFTER, HeaderValue::from_static("1"));
-            (r, Some(name), Some(e.to_string()))
+            (busy(why), Some(name), Some(e.to_string()))
         }
     }
+}
+
+/// `e` and its sources, `: `-separated: hyper's body errors say what was
+/// wrong (a bad chunk size, say) only in their source.
+fn with_sources(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }
 
 /// Whether the query has `key=K` for a configured K. Every configured key is

@@ -5,7 +5,7 @@ use serde_json::{Map, Value};
 
 use super::{BuildError, object};
 use crate::config::TargetKind;
-use crate::render::{Rendered, fit_string};
+use crate::render::{Rendered, fit_slack_string};
 
 pub const TEXT_MAX: usize = 40_000;
 pub const BLOCKS_MAX: usize = 50;
@@ -59,7 +59,7 @@ pub fn body(rendered: Rendered) -> Result<Value, BuildError> {
 /// Fits a Slack body to its limits, in place.
 pub fn fit(map: &mut Map<String, Value>) {
     if let Some(t) = map.get_mut("text") {
-        fit_string(t, TEXT_MAX);
+        fit_slack_string(t, TEXT_MAX);
     }
     let Some(Value::Array(blocks)) = map.get_mut("blocks") else {
         return;
@@ -110,7 +110,7 @@ fn fit_text_object(obj: Option<&mut Value>, max: usize) {
     if let Some(Value::Object(o)) = obj
         && let Some(t) = o.get_mut("text")
     {
-        fit_string(t, max);
+        fit_slack_string(t, max);
     }
 }
 

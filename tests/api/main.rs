@@ -1,6 +1,7 @@
 //! One integration-test binary (faster to link than one per file). Each
 //! module drives the real `crisp-relay` binary: a server on 127.0.0.1:0, or
-//! the `check` / `render` commands.
+//! the `check` / `render` commands; `properties` alone tests the library's
+//! rendering functions directly, on generated input.
 
 mod helpers;
 
@@ -9,8 +10,10 @@ mod config_errors;
 mod delivery;
 mod fakes;
 mod healthcheck;
+mod hostile;
 mod ingest;
 mod metrics;
+mod properties;
 mod reload;
 mod rendering;
 mod retry_timing;

@@ -1,0 +1,935 @@
+//! Property tests of the library's text handling (`crisp_relay::render` and
+//! `crisp_relay::targets`), on generated input rather than samples:
+//!
+//! - truncation (`truncate`, `fit_string`, and the Discord and Slack `fit`
+//!   that apply the destinations' limits) never cuts inside a character,
+//!   keeps a prefix of the input followed by `…`, and always fits the limit
+//!   in the unit the relay counts (`text_len`, UTF-16 code units);
+//! - escaping (`escape_discord`, `escape_slack`, and `{{plain}}` in Discord
+//!   JSON templates) keeps every promise of its doc comment for any input:
+//!   no active mention, masked link or Slack control sequence, and nothing of
+//!   the visitor's text lost;
+//! - the same holds through the public rendering path: hostile text rendered
+//!   by test templates in every mode, and by the shipped templates, then
+//!   built into the request each target kind sends (fitted to its limits).
+//!
+//! Inputs are biased toward the dangerous patterns (built from fragments such
+//! as `@`, `everyone`, `<`, `!`, `&`, `](`, `\`, zero-width spaces), mixed
+//! with arbitrary strings. Case counts are kept small enough for the whole
+//! module to run in a few seconds in a debug build; the regression cases
+//! found by these properties are plain `#[test]`s at the end.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use crisp_relay::config::{RateLimit, RetryPolicy, Target, TargetKind};
+use crisp_relay::render::{
+    Rendered, Renderer, TemplateSource, escape_discord, escape_slack, fit_string, text_len,
+    truncate, truncate_slack,
+};
+use crisp_relay::targets::{self, Body, discord, slack};
+use proptest::prelude::*;
+use proptest::sample::select;
+use proptest::test_runner::{Config, TestCaseError};
+use serde_json::{Value, json};
+
+use crate::helpers::root;
+
+const ZWSP: char = '\u{200B}';
+
+/// Few cases, no regression files: failures are kept as `#[test]`s below.
+fn config(cases: u32) -> Config {
+    Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Generators
+
+/// Pieces of every pattern that could ping, link or inject, for Discord and
+/// Slack, plus characters that stress truncation (multi-unit characters,
+/// whitespace, backslashes).
+#[rustfmt::skip]
+const FRAGMENTS: &[&str] = &[
+    "@", "everyone", "here", "channel", "<", ">", "!", "&", "amp;", "lt;", "gt;", "#", "[", "]",
+    "](", "(", ")", "http://x", "\u{200B}", "\\", "\\\\", "*", "_", "~", "`", "|", "-", " ",
+    "\n", "\t", "\r", "\"", ":", "/", "é", "😀", "👩\u{200D}💻", "…", "@everyone", "@here",
+    "@channel", "<@123>", "<@&456>", "<#789>", "<!channel>", "<!here>", "<!everyone>",
+    "<t:1:R>", "[x](http://y)", "&amp;", "&lt;", "&gt;", "> ", "# ", "- ", "```", "\u{3000}",
+    "\u{A0}", "\u{FEFF}", "\u{2028}",
+];
+
+/// Text biased toward hostile patterns: fragment soup, fragments mixed with
+/// arbitrary characters, or an arbitrary string.
+fn hostile() -> impl Strategy<Value = String> {
+    prop_oneof![
+        4 => prop::collection::vec(select(FRAGMENTS), 0..80).prop_map(|v| v.concat()),
+        3 => prop::collection::vec(
+            prop_oneof![select(FRAGMENTS).prop_map(str::to_owned), "(?s).{0,3}"],
+            0..40
+        )
+        .prop_map(|v| v.concat()),
+        1 => "(?s).{0,60}",
+    ]
+}
+
+/// Characters of every UTF-8 length and UTF-16 width, whitespace and
+/// backslashes (which truncation treats specially).
+#[rustfmt::skip]
+const UNITS: &[&str] = &[
+    "a", "b", " ", "\n", "\\", "é", "€", "\u{200B}", "😀", "👩\u{200D}💻", "🇫🇷", "…", "e\u{301}",
+];
+
+/// `UNITS` and, now and then, any character.
+fn truncation_text() -> impl Strategy<Value = String> {
+    let unit = prop_oneof![
+        4 => select(UNITS).prop_map(str::to_owned),
+        1 => "(?s).",
+    ];
+    prop::collection::vec(unit, 0..60).prop_map(|v| v.concat())
+}
+
+/// What long strings are made of.
+#[rustfmt::skip]
+const LONG_UNITS: &[&str] = &["x", "é", "😀", "a ", "\\", "&amp;", "👩\u{200D}💻", "\u{200B}"];
+
+/// A long string, cheap to make: one unit repeated (to go past the
+/// destinations' limits of hundreds or thousands of units).
+fn long_text() -> impl Strategy<Value = String> {
+    (select(LONG_UNITS), 0usize..2500).prop_map(|(unit, n)| unit.repeat(n))
+}
+
+/// Short or long text (mostly short, and cheap to make: bodies hold
+/// hundreds of strings).
+fn any_len_text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        3 => prop::collection::vec(select(UNITS), 0..40).prop_map(|v| v.concat()),
+        1 => long_text(),
+    ]
+}
+
+// ---------------------------------------------------------------------------
+// (a) Truncation
+
+/// The longest prefix of `s` (at a character boundary) of at most `max`
+/// units.
+fn longest_prefix(s: &str, max: usize) -> &str {
+    let mut used = 0;
+    let mut end = 0;
+    for (i, c) in s.char_indices() {
+        used += c.len_utf16();
+        if used > max {
+            break;
+        }
+        end = i + c.len_utf8();
+    }
+    &s[..end]
+}
+
+/// What `truncate` promises for `out = truncate(input, max)`: fits `max`
+/// units; unchanged when it already fits; otherwise a prefix of the input
+/// (so cut at a character boundary, never inside a UTF-8 sequence or a
+/// surrogate pair) plus `…`, not ending in a dangling backslash, and no
+/// shorter than the longest fitting prefix less trailing whitespace and one
+/// backslash.
+fn check_truncated(input: &str, max: usize, out: &str) -> Result<(), TestCaseError> {
+    prop_assert!(
+        text_len(out) <= max,
+        "{out:?} is {} units, over {max}",
+        text_len(out)
+    );
+    if text_len(input) <= max {
+        prop_assert_eq!(out, input, "a text that fits is kept whole");
+        return Ok(());
+    }
+    if max == 0 {
+        prop_assert_eq!(out, "");
+        return Ok(());
+    }
+    let kept = out
+        .strip_suffix('…')
+        .ok_or_else(|| TestCaseError::fail(format!("{out:?} does not end with `…`")))?;
+    prop_assert!(
+        input.starts_with(kept),
+        "{kept:?} is not a prefix of {input:?}"
+    );
+    let backslashes = kept.chars().rev().take_while(|&c| c == '\\').count();
+    prop_assert!(backslashes % 2 == 0, "{out:?} ends in a dangling backslash");
+    let full = longest_prefix(input, max - 1);
+    prop_assert!(full.starts_with(kept), "{kept:?} longer than {full:?}");
+    let dropped = &full[kept.len()..];
+    let dropped = dropped.strip_prefix('\\').unwrap_or(dropped);
+    prop_assert!(
+        dropped.chars().all(char::is_whitespace),
+        "cut more than whitespace and a backslash: {dropped:?} of {input:?}"
+    );
+    Ok(())
+}
+
+/// Every string the relay counts against a Discord limit, by path, with its
+/// limit. The embeds' total is checked separately.
+fn discord_limited(body: &Value) -> Vec<(String, usize)> {
+    let mut out = vec![
+        ("/content".to_owned(), discord::CONTENT_MAX),
+        ("/username".to_owned(), discord::USERNAME_MAX),
+    ];
+    let n = body["embeds"].as_array().map_or(0, Vec::len);
+    for i in 0..n {
+        out.push((format!("/embeds/{i}/title"), discord::TITLE_MAX));
+        out.push((format!("/embeds/{i}/description"), discord::DESCRIPTION_MAX));
+        out.push((format!("/embeds/{i}/author/name"), discord::AUTHOR_MAX));
+        out.push((format!("/embeds/{i}/footer/text"), discord::FOOTER_MAX));
+        let fields = body["embeds"][i]["fields"].as_array().map_or(0, Vec::len);
+        for j in 0..fields {
+            out.push((
+                format!("/embeds/{i}/fields/{j}/name"),
+                discord::FIELD_NAME_MAX,
+            ));
+            out.push((
+                format!("/embeds/{i}/fields/{j}/value"),
+                discord::FIELD_VALUE_MAX,
+            ));
+        }
+    }
+    out
+}
+
+fn slack_limited(body: &Value) -> Vec<(String, usize)> {
+    let mut out = vec![("/text".to_owned(), slack::TEXT_MAX)];
+    let n = body["blocks"].as_array().map_or(0, Vec::len);
+    for i in 0..n {
+        let block = &body["blocks"][i];
+        let text_max = if block["type"] == "header" {
+            slack::HEADER_TEXT_MAX
+        } else {
+            slack::BLOCK_TEXT_MAX
+        };
+        out.push((format!("/blocks/{i}/text/text"), text_max));
+        out.push((
+            format!("/blocks/{i}/accessory/text/text"),
+            slack::BUTTON_TEXT_MAX,
+        ));
+        for j in 0..block["fields"].as_array().map_or(0, Vec::len) {
+            out.push((
+                format!("/blocks/{i}/fields/{j}/text"),
+                slack::FIELD_TEXT_MAX,
+            ));
+        }
+        for j in 0..block["elements"].as_array().map_or(0, Vec::len) {
+            if block["elements"][j]["type"] == "button" {
+                out.push((
+                    format!("/blocks/{i}/elements/{j}/text/text"),
+                    slack::BUTTON_TEXT_MAX,
+                ));
+            } else {
+                out.push((
+                    format!("/blocks/{i}/elements/{j}/text"),
+                    slack::BLOCK_TEXT_MAX,
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Every limited string of `fitted` fits its limit, and is its original (at
+/// the same path in `original`) or a truncation of it.
+fn check_fitted(
+    original: &Value,
+    fitted: &Value,
+    limited: &[(String, usize)],
+) -> Result<(), TestCaseError> {
+    for (path, max) in limited {
+        let Some(now) = fitted.pointer(path).and_then(Value::as_str) else {
+            continue;
+        };
+        let was = original
+            .pointer(path)
+            .and_then(Value::as_str)
+            .ok_or_else(|| TestCaseError::fail(format!("{path} was not a string before")))?;
+        prop_assert!(text_len(now) <= *max, "{path}: {} > {max}", text_len(now));
+        if now != was {
+            let kept = now
+                .strip_suffix('…')
+                .ok_or_else(|| TestCaseError::fail(format!("{path}: cut without `…`")))?;
+            prop_assert!(was.starts_with(kept), "{path}: not a prefix");
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(config(512))]
+
+    #[test]
+    fn truncate_keeps_a_whole_character_prefix_within_the_limit(
+        s in truncation_text(),
+        slack in 0usize..8,
+        wide in any::<bool>(),
+    ) {
+        // Limits around the text's own length, where the cut happens.
+        let len = text_len(&s);
+        let max = if wide { len.saturating_sub(4) + slack } else { slack };
+        let out = truncate(&s, max);
+        check_truncated(&s, max, &out)?;
+        // fit_string is truncate in place, and leaves other values alone.
+        let mut v = Value::String(s.clone());
+        fit_string(&mut v, max);
+        prop_assert_eq!(v.as_str(), Some(&*out));
+        let mut n = json!(12345);
+        fit_string(&mut n, 1);
+        prop_assert_eq!(n, json!(12345));
+    }
+}
+
+/// A proper prefix of one of Slack's entities (`&`, `&am`, `&l`, ...).
+fn is_partial_entity(s: &str) -> bool {
+    ["&amp;", "&lt;", "&gt;"]
+        .iter()
+        .any(|e| e.len() > s.len() && e.starts_with(s) && !s.is_empty())
+}
+
+proptest! {
+    #![proptest_config(config(512))]
+
+    /// Slack text is fitted after escaping: the cut must not leave a bare
+    /// `&` or a broken entity, and otherwise behaves like `truncate`.
+    #[test]
+    fn slack_truncation_never_cuts_an_entity(s in hostile(), max in 0usize..120) {
+        let escaped = escape_slack(&s);
+        let out = truncate_slack(&escaped, max);
+        prop_assert!(text_len(&out) <= max);
+        check_slack_safe(&out)?;
+        if text_len(&escaped) <= max {
+            prop_assert_eq!(&*out, &*escaped);
+        } else if max > 0 {
+            let kept = out.strip_suffix('…').unwrap_or_else(|| panic!("no `…` in {out:?}"));
+            prop_assert!(escaped.starts_with(kept), "{kept:?}");
+            // Dropped beyond the longest fitting prefix: at most trailing
+            // whitespace, a backslash and an entity's start.
+            let full = longest_prefix(&escaped, max - 1);
+            let mut dropped = full[kept.len()..].trim_end();
+            dropped = dropped.strip_suffix('\\').unwrap_or(dropped).trim_end();
+            if let Some(amp) = dropped.rfind('&')
+                && is_partial_entity(&dropped[amp..])
+            {
+                dropped = dropped[..amp].trim_end();
+            }
+            prop_assert_eq!(dropped, "", "cut too much of {:?}", escaped);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(config(32))]
+
+    #[test]
+    fn discord_bodies_are_fitted_to_every_limit(
+        content in any_len_text(),
+        username in any_len_text(),
+        embeds in prop::collection::vec(
+            (any_len_text(), any_len_text(), any_len_text(), any_len_text(),
+             prop::collection::vec((any_len_text(), any_len_text()), 0..28)),
+            0..12,
+        ),
+    ) {
+        let embeds: Vec<Value> = embeds
+            .into_iter()
+            .map(|(title, description, author, footer, fields)| json!({
+                "title": title,
+                "description": description,
+                "author": {"name": author},
+                "footer": {"text": footer},
+                "fields": fields.into_iter().map(|(n, v)| json!({"name": n, "value": v})).collect::<Vec<_>>(),
+            }))
+            .collect();
+        let original = json!({"content": content, "username": username, "embeds": embeds});
+        let mut fitted = original.clone();
+        let Value::Object(map) = &mut fitted else { unreachable!() };
+        discord::fit(map);
+
+        prop_assert!(fitted["embeds"].as_array().unwrap().len() <= discord::EMBEDS_MAX);
+        for e in fitted["embeds"].as_array().unwrap() {
+            prop_assert!(e["fields"].as_array().unwrap().len() <= discord::FIELDS_MAX);
+        }
+        let total = discord::embeds_total(&fitted);
+        prop_assert!(total <= discord::EMBEDS_TOTAL_MAX, "embeds total {total}");
+        check_fitted(&original, &fitted, &discord_limited(&fitted))?;
+    }
+
+    #[test]
+    fn slack_bodies_are_fitted_to_every_limit(
+        text in any_len_text(),
+        blocks in prop::collection::vec(
+            (select(&["section", "header", "context", "actions"][..]), any_len_text(),
+             prop::collection::vec(any_len_text(), 0..13)),
+            0..55,
+        ),
+    ) {
+        let blocks: Vec<Value> = blocks
+            .into_iter()
+            .map(|(kind, t, items)| match kind {
+                "section" => json!({
+                    "type": "section",
+                    "text": {"type": "mrkdwn", "text": t},
+                    "fields": items.iter().map(|f| json!({"type": "mrkdwn", "text": f})).collect::<Vec<_>>(),
+                    "accessory": {"type": "button", "text": {"type": "plain_text", "text": t}},
+                }),
+                "header" => json!({"type": "header", "text": {"type": "plain_text", "text": t}}),
+                "context" => json!({
+                    "type": "context",
+                    "elements": items.iter().map(|f| json!({"type": "mrkdwn", "text": f})).collect::<Vec<_>>(),
+                }),
+                _ => json!({
+                    "type": "actions",
+                    "elements": items.iter().map(|f| json!({"type": "button", "text": {"type": "plain_text", "text": f}})).collect::<Vec<_>>(),
+                }),
+            })
+            .collect();
+        let original = json!({"text": text, "blocks": blocks});
+        let mut fitted = original.clone();
+        let Value::Object(map) = &mut fitted else { unreachable!() };
+        slack::fit(map);
+
+        let blocks = fitted["blocks"].as_array().unwrap();
+        prop_assert!(blocks.len() <= slack::BLOCKS_MAX);
+        for b in blocks {
+            prop_assert!(b["fields"].as_array().map_or(0, Vec::len) <= slack::SECTION_FIELDS_MAX);
+            if b["type"] == "context" {
+                prop_assert!(b["elements"].as_array().unwrap().len() <= slack::CONTEXT_ELEMENTS_MAX);
+            }
+        }
+        check_fitted(&original, &fitted, &slack_limited(&fitted))?;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// (b) Escaping
+//
+// A model of how Discord reads markdown: a backslash escapes the character
+// after it (which is then shown literally and has no effect). Characters that
+// are not escaped are "active".
+
+/// `(char, active)` for each character Discord shows, escaping backslashes
+/// removed.
+fn discord_chars(out: &str) -> Vec<(char, bool)> {
+    let mut shown = Vec::new();
+    let mut escaped = false;
+    for c in out.chars() {
+        if escaped {
+            shown.push((c, false));
+            escaped = false;
+        } else if c == '\\' {
+            escaped = true;
+        } else {
+            shown.push((c, true));
+        }
+    }
+    if escaped {
+        // A trailing lone backslash shows as itself.
+        shown.push(('\\', false));
+    }
+    shown
+}
+
+/// `(char, active)` for each character as written: escaping backslashes and
+/// the characters they escape are not active.
+fn discord_raw(out: &str) -> Vec<(char, bool)> {
+    let mut raw = Vec::new();
+    let mut escaped = false;
+    for c in out.chars() {
+        let active = !escaped && c != '\\';
+        escaped = !escaped && c == '\\';
+        raw.push((c, active));
+    }
+    raw
+}
+
+/// Mentions that ping when the text holds them as is.
+fn check_no_everyone_here(out: &str, extra: &[&str]) -> Result<(), TestCaseError> {
+    for m in ["@everyone", "@here"].iter().chain(extra) {
+        prop_assert!(!out.contains(m), "{m} is live in {out:?}");
+    }
+    Ok(())
+}
+
+/// The weaker promise that holds for a whole Discord text produced by a
+/// template (whose own markup stays active), fitted to a limit: no mention
+/// and no masked link can come out of it. `<` is either escaped or followed
+/// by a zero-width space (`{{plain}}`) or by nothing but the `…` of a cut,
+/// so no `<@id>`, `<@&id>`, `<#id>`, `<t:…>`; `]` is never active right
+/// before `(`.
+fn check_discord_safe(out: &str) -> Result<(), TestCaseError> {
+    check_no_everyone_here(out, &[])?;
+    // Markup is recognised on the text as written: `]\(` is no link.
+    let raw = discord_raw(out);
+    for (i, &(c, active)) in raw.iter().enumerate() {
+        let next = raw.get(i + 1).map(|&(c, _)| c);
+        // Fitting may cut a `<` from its zero-width space: `<…` at the end
+        // is no mention either.
+        let cut_here = next == Some('…') && i + 2 == raw.len();
+        if active && c == '<' && !cut_here {
+            prop_assert_eq!(next, Some(ZWSP), "active `<` in {:?}", out);
+        }
+        if active && c == ']' {
+            prop_assert_ne!(next, Some('('), "active masked link in {:?}", out);
+        }
+    }
+    Ok(())
+}
+
+/// `escape_discord`'s doc: inline markup characters escaped everywhere, block
+/// markup (`#`, `-`, `>`) at the start of a line (after any line terminator,
+/// behind any whitespace), `@everyone` / `@here` defused with a zero-width
+/// space. And what Discord shows is the input
+/// (less the zero-width spaces added after `@`).
+fn check_discord_escaped(input: &str, out: &str) -> Result<(), TestCaseError> {
+    check_discord_safe(out)?;
+    let shown = discord_chars(out);
+    let mut line_start = true;
+    for &(c, active) in &shown {
+        if active {
+            prop_assert!(
+                !"\\*_~`|[]<".contains(c),
+                "active inline markup {c:?} in {out:?}"
+            );
+            prop_assert!(
+                !(line_start && "#->".contains(c)),
+                "active block markup {c:?} at a line start in {out:?}"
+            );
+        }
+        // A line starts after any line terminator, and stays at its start
+        // behind whitespace, which trimming (the relay's, Discord's) removes.
+        line_start = matches!(
+            c,
+            '\n' | '\r' | '\u{0B}' | '\u{0C}' | '\u{85}' | '\u{2028}' | '\u{2029}'
+        ) || (line_start && (c.is_whitespace() || c == '\u{FEFF}'));
+    }
+    let view: String = shown.iter().map(|&(c, _)| c).collect();
+    prop_assert_eq!(
+        view.replace("@\u{200B}", "@"),
+        input.replace("@\u{200B}", "@"),
+        "Discord would not show the visitor's text"
+    );
+    Ok(())
+}
+
+/// `{{plain}}` in Discord JSON (embed author names, footers): a zero-width
+/// space after the `@` of `@everyone` / `@here`, after every `<`, and
+/// between `]` and `(`; nothing else changes.
+fn check_discord_plain(input: &str, out: &str) -> Result<(), TestCaseError> {
+    check_no_everyone_here(out, &[])?;
+    prop_assert!(!out.contains("]("), "masked link in {out:?}");
+    let chars: Vec<char> = out.chars().collect();
+    for (i, &c) in chars.iter().enumerate() {
+        if c == '<' {
+            prop_assert_eq!(chars.get(i + 1), Some(&ZWSP), "live `<` in {:?}", out);
+        }
+    }
+    prop_assert_eq!(out.replace(ZWSP, ""), input.replace(ZWSP, ""));
+    Ok(())
+}
+
+/// For whole Slack texts from templates: no `<` control sequence
+/// (`<!channel>`, `<!here>`, `<!everyone>`, `<@U…>`, `<#C…>`, `<url|text>`)
+/// and every `&` starts one of the three entities Slack decodes; plain
+/// `@channel`, `@here`, `@everyone` defused too.
+fn check_slack_safe(out: &str) -> Result<(), TestCaseError> {
+    check_no_everyone_here(out, &["@channel"])?;
+    prop_assert!(!out.contains('<'), "`<` in {out:?}");
+    prop_assert!(!out.contains('>'), "`>` in {out:?}");
+    for (i, _) in out.match_indices('&') {
+        let rest = &out[i..];
+        prop_assert!(
+            rest.starts_with("&amp;") || rest.starts_with("&lt;") || rest.starts_with("&gt;"),
+            "bare `&` in {out:?}"
+        );
+    }
+    Ok(())
+}
+
+/// `escape_slack`'s doc, plus: Slack shows the input (entities decoded, less
+/// the zero-width spaces added after `@`).
+fn check_slack_escaped(input: &str, out: &str) -> Result<(), TestCaseError> {
+    check_slack_safe(out)?;
+    let mut view = String::new();
+    let mut rest = out;
+    while let Some(c) = rest.chars().next() {
+        let (shown, len) = if rest.starts_with("&amp;") {
+            ('&', 5)
+        } else if rest.starts_with("&lt;") || rest.starts_with("&gt;") {
+            (if rest.as_bytes()[1] == b'l' { '<' } else { '>' }, 4)
+        } else {
+            (c, c.len_utf8())
+        };
+        view.push(shown);
+        rest = &rest[len..];
+    }
+    prop_assert_eq!(
+        view.replace("@\u{200B}", "@"),
+        input.replace("@\u{200B}", "@"),
+        "Slack would not show the visitor's text"
+    );
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(config(768))]
+
+    #[test]
+    fn discord_escaping_defuses_any_text(s in hostile()) {
+        check_discord_escaped(&s, &escape_discord(&s))?;
+    }
+
+    #[test]
+    fn slack_escaping_defuses_any_text(s in hostile()) {
+        check_slack_escaped(&s, &escape_slack(&s))?;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Through the rendering path: templates in every mode, then the request each
+// kind of target sends (fitted to its limits).
+
+fn sources(files: &[(&str, &str)]) -> Vec<TemplateSource> {
+    files
+        .iter()
+        .map(|(f, t)| TemplateSource {
+            file: (*f).into(),
+            text: (*t).into(),
+        })
+        .collect()
+}
+
+/// Test templates putting `data.t` everywhere a value can land: message
+/// text (Discord, Slack, plain), Discord embed fields (escaped, truncated
+/// by the helper, `{{plain}}`), Slack blocks (including a header and a
+/// button whose limits are short, so fitting cuts escaped text).
+static TEST_TEMPLATES: LazyLock<Renderer> = LazyLock::new(|| {
+    Renderer::new(&sources(&[
+        ("t.hbs", "{{data.t}}"),
+        (
+            "j.discord.json.hbs",
+            r#"{"content": "{{data.t}}", "embeds": [{
+                "title": "{{data.t}}",
+                "description": "{{truncate data.t 20}}",
+                "author": {"name": "{{plain data.t}}"},
+                "footer": {"text": "{{plain data.t}}"},
+                "fields": [{"name": "{{data.t}}", "value": "{{data.t}}"}]}]}"#,
+        ),
+        (
+            "j.slack.json.hbs",
+            r#"{"text": "{{data.t}}", "blocks": [
+                {"type": "header", "text": {"type": "plain_text", "text": "{{data.t}}"}},
+                {"type": "section", "text": {"type": "mrkdwn", "text": "{{data.t}}"},
+                 "accessory": {"type": "button", "text": {"type": "plain_text", "text": "{{data.t}}"}}},
+                {"type": "context", "elements": [{"type": "mrkdwn", "text": "{{truncate data.t 20}}"}]},
+                {"type": "actions", "elements": [{"type": "button", "text": {"type": "plain_text", "text": "{{data.t}}"}}]}]}"#,
+        ),
+        ("j.webhook.json.hbs", r#"{"text": "{{data.t}}"}"#),
+    ]))
+    .unwrap()
+});
+
+fn target(kind: TargetKind) -> Target {
+    Target {
+        name: kind.as_str().into(),
+        kind,
+        url: None,
+        enabled: true,
+        username: None,
+        avatar_url: None,
+        headers: Vec::new(),
+        method: "POST",
+        rate_limit: None::<RateLimit>,
+        retry: RetryPolicy::default(),
+        timeout: Duration::from_secs(10),
+    }
+}
+
+/// The rendered request's JSON body for `kind` (every target kind sends JSON
+/// but `stdout`, which prints text).
+fn build(kind: TargetKind, rendered: Rendered, event: &Value) -> Result<Value, TestCaseError> {
+    match targets::build(&target(kind), rendered, event) {
+        Ok(req) => match req.body {
+            Body::Json(v) => Ok(v),
+            Body::Text(t) => Ok(Value::String(t)),
+        },
+        Err(e) => Err(TestCaseError::fail(format!("{kind}: {e}"))),
+    }
+}
+
+fn str_at<'a>(v: &'a Value, path: &str) -> Result<&'a str, TestCaseError> {
+    v.pointer(path)
+        .and_then(Value::as_str)
+        .ok_or_else(|| TestCaseError::fail(format!("no string at {path} in {v}")))
+}
+
+/// Every string in `v` with its JSON pointer, keys included.
+fn strings<'a>(v: &'a Value, path: String, out: &mut Vec<(String, &'a str)>) {
+    match v {
+        Value::String(s) => out.push((path, s)),
+        Value::Array(a) => {
+            for (i, x) in a.iter().enumerate() {
+                strings(x, format!("{path}/{i}"), out);
+            }
+        }
+        Value::Object(m) => {
+            for (k, x) in m {
+                out.push((format!("{path}/{k}#key"), k));
+                strings(x, format!("{path}/{k}"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Text a value was cut from: the part before the `…` that truncation adds.
+fn before_ellipsis(s: &str) -> &str {
+    s.strip_suffix('…').unwrap_or(s)
+}
+
+proptest! {
+    #![proptest_config(config(192))]
+
+    #[test]
+    fn hostile_text_rendered_in_every_mode_stays_defused(
+        t in prop_oneof![3 => hostile(), 1 => hostile().prop_map(|s| s.repeat(12))],
+    ) {
+        let r = &*TEST_TEMPLATES;
+        let event = json!({"event": "message:send", "website_id": "w", "data": {"t": t}});
+        let render = |name, kind| {
+            r.render(Some(name), kind, &event)
+                .map_err(|e| TestCaseError::fail(format!("{name} for {kind}: {e}")))
+        };
+
+        // Text templates: escaped text, trimmed (destinations trim anyway).
+        let Rendered::Text(d) = render("t", TargetKind::Discord)? else { unreachable!() };
+        check_discord_escaped(t.trim(), &d)?;
+        let Rendered::Text(s) = render("t", TargetKind::Slack)? else { unreachable!() };
+        check_slack_escaped(t.trim(), &s)?;
+        let Rendered::Text(p) = render("t", TargetKind::Stdout)? else { unreachable!() };
+        prop_assert_eq!(p.as_str(), t.trim(), "plain text is as is");
+
+        // Discord JSON: whatever the text, the body is valid JSON; after
+        // fitting, every string is defused, and those not cut are exactly
+        // the escaping's promise.
+        let rendered = render("j", TargetKind::Discord)?;
+        let body = build(TargetKind::Discord, rendered, &event)?;
+        prop_assert_eq!(&body["allowed_mentions"], &json!({"parse": []}));
+        let escaped = escape_discord(&t);
+        for path in ["/content", "/embeds/0/title", "/embeds/0/fields/0/name", "/embeds/0/fields/0/value"] {
+            let got = str_at(&body, path)?;
+            check_discord_safe(got)?;
+            if got == escaped {
+                check_discord_escaped(&t, got)?;
+            } else {
+                prop_assert!(escaped.starts_with(before_ellipsis(got)), "{path}: {got:?}");
+            }
+        }
+        let description = str_at(&body, "/embeds/0/description")?;
+        check_discord_escaped(&truncate(&t, 20), description)?;
+        for path in ["/embeds/0/author/name", "/embeds/0/footer/text"] {
+            let got = str_at(&body, path)?;
+            let want = before_ellipsis(got);
+            check_no_everyone_here(got, &[])?;
+            prop_assert!(!got.contains("]("), "{path}: {got:?}");
+            if want.len() == got.len() {
+                check_discord_plain(&t, got)?;
+            }
+        }
+
+        // Slack JSON: every text is valid Slack text, including the ones
+        // fitting cut (header 150, button 75 units).
+        let rendered = render("j", TargetKind::Slack)?;
+        let body = build(TargetKind::Slack, rendered, &event)?;
+        let mut all = Vec::new();
+        strings(&body, String::new(), &mut all);
+        let escaped = escape_slack(&t);
+        for (path, got) in all {
+            if path.ends_with("#key") || path.ends_with("/type") {
+                continue;
+            }
+            check_slack_safe(got).map_err(|e| TestCaseError::fail(format!("{path}: {e}")))?;
+            if path == "/blocks/2/elements/0/text" {
+                check_slack_escaped(&truncate(&t, 20), got)?;
+            } else if got == escaped {
+                check_slack_escaped(&t, got)?;
+            } else {
+                prop_assert!(escaped.starts_with(before_ellipsis(got)), "{path}: {got:?}");
+            }
+        }
+
+        // A generic webhook gets the text exactly (JSON escaping only).
+        let rendered = render("j", TargetKind::Webhook)?;
+        let body = build(TargetKind::Webhook, rendered, &event)?;
+        prop_assert_eq!(&body, &json!({"text": t}));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The shipped templates, with hostile text in every field an event can carry.
+
+static SHIPPED_TEMPLATES: LazyLock<Renderer> = LazyLock::new(|| {
+    let dir = root().join("templates");
+    let mut files: Vec<TemplateSource> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .map(|e| TemplateSource {
+            file: e.file_name().to_string_lossy().into_owned(),
+            text: std::fs::read_to_string(e.path()).unwrap(),
+        })
+        .collect();
+    files.sort_by(|a, b| a.file.cmp(&b.file));
+    Renderer::new(&files).unwrap()
+});
+
+/// Which shipped template renders which events (as in the shipped
+/// `relay.yaml`); `visitor_message` also takes any other event.
+const SHIPPED: &[(&str, &[&str])] = &[
+    (
+        "visitor_message",
+        &[
+            "message:send",
+            "message:received",
+            "message:updated",
+            "session:removed",
+        ],
+    ),
+    (
+        "contact_details",
+        &[
+            "session:set_email",
+            "session:set_phone",
+            "session:set_nickname",
+        ],
+    ),
+    ("conversation_state", &["session:set_state"]),
+    ("new_contact", &["people:profile:created"]),
+];
+
+fn hostile_event(t: &str, event: &str, ty: &str, from: &str, object_content: bool) -> Value {
+    let content = if object_content {
+        json!({
+            "text": t, "name": t, "type": t, "value": t, "namespace": t,
+            "url": "https://files.example/a.png",
+            "choices": [{"label": t, "value": t, "selected": true}],
+            "targets": [{"title": t, "description": t}],
+        })
+    } else {
+        json!(t)
+    };
+    json!({
+        "event": event,
+        "website_id": t,
+        "timestamp": 1_748_952_083_417_i64,
+        "data": {
+            "website_id": t, "session_id": t, "type": ty, "from": from, "origin": t,
+            "content": content,
+            "user": {"nickname": t, "email": t, "user_id": t},
+            "nickname": t, "email": t, "phone": t, "state": t, "people_id": t,
+            "person": {"nickname": t},
+        },
+    })
+}
+
+proptest! {
+    #![proptest_config(config(64))]
+
+    #[test]
+    fn hostile_events_through_the_shipped_templates_stay_defused(
+        t in hostile(),
+        ty in select(&["text", "note", "file", "animation", "audio", "picker", "field", "carousel", "event", "other"][..]),
+        from in select(&["user", "operator"][..]),
+        object_content in any::<bool>(),
+        which in 0usize..100,
+    ) {
+        let r = &*SHIPPED_TEMPLATES;
+        for (template, events) in SHIPPED {
+            let name = events[which % events.len()];
+            let event = hostile_event(&t, name, ty, from, object_content);
+            for kind in [TargetKind::Discord, TargetKind::Slack] {
+                let rendered = r
+                    .render(Some(template), kind, &event)
+                    .map_err(|e| TestCaseError::fail(format!("{template} for {kind}: {e}")))?;
+                let body = build(kind, rendered, &event)?;
+                let mut all = Vec::new();
+                strings(&body, String::new(), &mut all);
+                for (path, s) in all {
+                    // Links are the helpers' percent-encoded output, not text.
+                    if path.ends_with("#key") || path.ends_with("url") || path.ends_with("/type") {
+                        continue;
+                    }
+                    let checked = match kind {
+                        TargetKind::Discord => check_discord_safe(s),
+                        _ => check_slack_safe(s),
+                    };
+                    checked.map_err(|e| TestCaseError::fail(format!("{template} {kind} {path}: {e}")))?;
+                }
+                if kind == TargetKind::Discord {
+                    prop_assert_eq!(&body["allowed_mentions"], &json!({"parse": []}));
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Regression cases found by the properties above.
+
+/// Slack bodies are fitted after escaping; fitting used the generic
+/// `truncate`, which could cut `&lt;` to `&l…` (a bare `&`). Found by
+/// `hostile_text_rendered_in_every_mode_stays_defused` on a header (150
+/// units) and a button (75 units).
+#[test]
+fn slack_fitting_does_not_cut_an_entity() {
+    let header = escape_slack(&"<".repeat(200)).into_owned();
+    let button = escape_slack(&"a&".repeat(60)).into_owned();
+    let body = slack::body(Rendered::Json(json!({"blocks": [
+        {"type": "header", "text": {"type": "plain_text", "text": header}},
+        {"type": "actions", "elements": [{"type": "button", "text": {"type": "plain_text", "text": button}}]},
+    ]})))
+    .unwrap();
+    // 37 whole `&lt;` are 148 units; the 38th would not fit before the `…`.
+    assert_eq!(
+        body["blocks"][0]["text"]["text"],
+        format!("{}…", "&lt;".repeat(37))
+    );
+    // `a&amp;` is 6 units: 12 fit in 74, then `a` and the start of an entity.
+    assert_eq!(
+        body["blocks"][1]["elements"][0]["text"]["text"],
+        format!("{}a…", "a&amp;".repeat(12))
+    );
+    // Text that is not cut is left alone, whatever it holds.
+    assert_eq!(truncate_slack("&am", 3), "&am");
+    assert_eq!(truncate_slack("x &lt;", 4), "x…");
+}
+
+/// Whitespace other than spaces and tabs before block markup did not keep the
+/// line start, so `"\r> quote"` or `"\u{3000}# title"` escaped nothing, and
+/// once the relay (or Discord) trimmed the message the markup was live at its
+/// start. Found by `hostile_text_rendered_in_every_mode_stays_defused` with
+/// `"\r> "`.
+#[test]
+fn discord_block_markup_behind_any_whitespace_or_line_break_is_escaped() {
+    for (input, want) in [
+        ("\r> quote", "\r\\> quote"),
+        ("\u{3000}# title", "\u{3000}\\# title"),
+        ("\u{A0}\u{FEFF}- item", "\u{A0}\u{FEFF}\\- item"),
+        ("a\r# b", "a\r\\# b"),
+        ("a\u{2028}- b", "a\u{2028}\\- b"),
+        // Mid-line markup stays as typed.
+        ("a - b > c # d", "a - b > c # d"),
+    ] {
+        assert_eq!(escape_discord(input), want, "{input:?}");
+    }
+    let r = &*TEST_TEMPLATES;
+    let event = json!({"data": {"t": "\r> quoted\n\u{3000}# big"}});
+    assert_eq!(
+        r.render(Some("t"), TargetKind::Discord, &event).unwrap(),
+        Rendered::Text("\\> quoted\n\u{3000}\\# big".into())
+    );
+}
