@@ -627,14 +627,74 @@ async fn commit(
             .execute(&mut *tx)
             .await?;
     }
-    let mut counts = Vec::new();
-    for req in batch {
-        if let Request::Op { op, .. } = req {
-            counts.push(apply_op(&mut tx, op, now).await?);
+    // Ops apply in the order they came; a run of consecutive `Delivered`
+    // (a fast target's results) is one statement rather than one each.
+    let ops: Vec<&Op> = batch
+        .iter()
+        .filter_map(|r| match r {
+            Request::Op { op, .. } => Some(op),
+            _ => None,
+        })
+        .collect();
+    let mut counts = Vec::with_capacity(ops.len());
+    let mut rest = ops.as_slice();
+    while let Some((first, _)) = rest.split_first() {
+        let run = rest
+            .iter()
+            .take_while(|op| matches!(op, Op::Delivered { .. }))
+            .count();
+        if run > 1 {
+            for chunk in rest[..run].chunks(ROWS_PER_INSERT) {
+                counts.extend(mark_delivered(&mut tx, chunk, now).await?);
+            }
+            rest = &rest[run..];
+        } else {
+            counts.push(apply_op(&mut tx, first, now).await?);
+            rest = &rest[1..];
         }
     }
     tx.commit().await?;
     Ok(counts)
+}
+
+/// Applies a run of [`Op::Delivered`] in one `UPDATE … FROM (VALUES …)`;
+/// answers the rows changed per op, as [`apply_op`] would. Other ops in
+/// `ops` are skipped (answered 0); callers pass only `Delivered`.
+async fn mark_delivered(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    ops: &[&Op],
+    now: i64,
+) -> Result<Vec<u64>, sqlx::Error> {
+    let sql = values_sql("WITH v(id, attempts, status) AS (VALUES ", 3, ops.len())
+        + ") UPDATE deliveries SET state = 'delivered', attempts = v.attempts, \
+         last_status = v.status, last_error = NULL, updated_at = ? \
+         FROM v WHERE deliveries.id = v.id RETURNING deliveries.id";
+    let mut q = sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql));
+    for op in ops {
+        if let Op::Delivered {
+            id,
+            attempts,
+            status,
+        } = op
+        {
+            q = q.bind(id).bind(attempts).bind(status.map(i64::from));
+        } else {
+            q = q.bind(None::<i64>).bind(None::<i64>).bind(None::<i64>);
+        }
+    }
+    let changed: std::collections::HashSet<i64> = q
+        .bind(now)
+        .fetch_all(&mut **tx)
+        .await?
+        .into_iter()
+        .collect();
+    Ok(ops
+        .iter()
+        .map(|op| match op {
+            Op::Delivered { id, .. } => u64::from(changed.contains(id)),
+            _ => 0,
+        })
+        .collect())
 }
 
 /// Wakes the workers that a committed batch gave work to.

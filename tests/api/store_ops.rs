@@ -202,3 +202,67 @@ async fn a_store_written_by_a_newer_version_is_refused_with_a_clear_error() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn results_queued_together_apply_in_order_with_per_op_counts() {
+    let (_dir, store, _) = store_with(5).await;
+    let rows = store.deliveries().await.unwrap();
+    let id = |i: usize| rows[i].id;
+    let delivered = |id: i64, attempts: i64, status: Option<u16>| Op::Delivered {
+        id,
+        attempts,
+        status,
+    };
+    // On this single-threaded runtime the writer cannot run before the last
+    // of these is queued, so they are one commit: runs of `Delivered` are
+    // applied as one statement, around a `Dead` and a `Retry` of the same
+    // row that must come first.
+    let ops = vec![
+        delivered(id(0), 1, Some(200)),
+        delivered(id(1), 3, Some(204)),
+        delivered(999_999, 1, Some(200)),
+        Op::Retry {
+            id: id(4),
+            attempts: 1,
+            next_attempt_at_ms: 0,
+            status: Some(503),
+            error: "busy".into(),
+        },
+        Op::Dead {
+            id: id(2),
+            attempts: 2,
+            status: Some(400),
+            error: "bad".into(),
+        },
+        delivered(id(3), 1, None),
+        delivered(id(4), 2, Some(200)),
+        // Already dead: `Delivered` does not look at the state.
+        delivered(id(2), 5, Some(200)),
+    ];
+    let mut pending = Vec::new();
+    for op in ops {
+        pending.push(store.apply_later(op).await.unwrap());
+    }
+    let mut counts = Vec::new();
+    for c in pending {
+        counts.push(c.wait().await.unwrap());
+    }
+    assert_eq!(counts, vec![1, 1, 0, 1, 1, 1, 1, 1]);
+    let got: Vec<(String, i64)> = store
+        .deliveries()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| (d.state, d.attempts))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("delivered".to_owned(), 1),
+            ("delivered".to_owned(), 3),
+            ("delivered".to_owned(), 5),
+            ("delivered".to_owned(), 1),
+            ("delivered".to_owned(), 2),
+        ]
+    );
+}
