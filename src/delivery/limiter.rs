@@ -47,7 +47,8 @@ fn limiter(
     r: RateLimit,
     clock: &TokioClock,
 ) -> Option<RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Duration>>> {
-    let period = r.per.checked_div(r.requests.max(1))? + GUARD;
+    let interval = r.per.checked_div(r.requests.max(1))?;
+    let period = interval + guard(interval);
     let quota = Quota::with_period(period)?.allow_burst(NonZeroU32::new(r.burst.max(1))?);
     Some(RateLimiter::direct_with_clock(quota, clock.clone()))
 }
@@ -56,6 +57,12 @@ fn limiter(
 /// cannot make two sends arrive closer together than the destination allows
 /// (5 per 2 s becomes one per 405 ms instead of 400 ms).
 pub const GUARD: Duration = Duration::from_millis(5);
+
+/// [`GUARD`], or a twentieth of `interval` when that is less: a fixed 5 ms
+/// would cap any quota below 200 per second (1,000/s would become 133/s).
+pub fn guard(interval: Duration) -> Duration {
+    GUARD.min(interval / 20)
+}
 
 /// Why a send was held back (for logs and, later, metrics).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,6 +200,26 @@ mod tests {
         }
         // A burst of 5, then one every 400 ms plus the guard.
         assert_eq!(at, vec![0, 0, 0, 0, 0, 405, 810, 1215, 1620, 2025]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fast_quota_keeps_its_rate() {
+        // 1,000 per second: the guard is a twentieth of 1 ms, not 5 ms.
+        let mut l = TargetLimiter::new(Some(RateLimit {
+            requests: 1000,
+            per: Duration::from_secs(1),
+            burst: 10,
+        }));
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let start = Instant::now();
+        for _ in 0..1010 {
+            assert!(l.ready(&cancel).await);
+        }
+        // 10 at once, then 1,000 at 1.05 ms (timer ticks are 1 ms; the
+        // burst absorbs a late wake). A 5 ms guard would take 6 s.
+        let took = (Instant::now() - start).as_millis();
+        assert!((1049..=1051).contains(&took), "{took} ms");
+        assert_eq!(guard(Duration::from_millis(400)), GUARD);
     }
 
     #[tokio::test(start_paused = true)]
