@@ -196,6 +196,10 @@ struct SinkBehaviour {
     /// Discord's headers and body once `limit` requests arrived in the
     /// current window.
     bucket: Option<(u32, Duration)>,
+    /// Percentage of requests answered 429 by a shared limit (Discord's
+    /// `X-RateLimit-Scope: shared`, `retry_after` 50 ms), whatever the
+    /// bucket says: the relay cannot foresee these.
+    shared_429_percent: u32,
 }
 
 #[derive(Default)]
@@ -322,6 +326,25 @@ impl Sink {
             }
             book.window_count += 1;
             remaining = Some((limit - book.window_count, reset_after));
+        }
+        if behaviour.shared_429_percent > 0
+            && self
+                .rng
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .u32(0..100)
+                < behaviour.shared_429_percent
+        {
+            self.limited_429.fetch_add(1, Ordering::Relaxed);
+            return Response::builder()
+                .status(StatusCode::TOO_MANY_REQUESTS)
+                .header("content-type", "application/json")
+                .header("retry-after", "1")
+                .header("x-ratelimit-scope", "shared")
+                .body(Full::new(Bytes::from_static(
+                    br#"{"message":"You are being rate limited.","retry_after":0.05,"global":false}"#,
+                )))
+                .unwrap_or_else(|_| reply(StatusCode::TOO_MANY_REQUESTS, "{}"));
         }
         if behaviour.fail_percent > 0
             && self
@@ -475,7 +498,16 @@ struct RelaySetup {
     /// Routes before the catch-all.
     filler_routes: usize,
     target: String,
+    /// A template every route names, written as `templates/bench.<file>`:
+    /// `(file suffix, content)`. Discord targets need one.
+    template: Option<(&'static str, &'static str)>,
 }
+
+/// A Discord message that carries the bench tag where the sink finds it.
+const DISCORD_TEMPLATE: (&str, &str) = (
+    "discord.json.hbs",
+    r#"{"content": "{{event}}: {{data.content}}", "bench": "{{data.bench}}"}"#,
+);
 
 /// Routes that a real config with many rules might hold: most pinned to an
 /// event name with a field condition that the bench's events do not meet,
@@ -559,6 +591,16 @@ async fn start_relay(setup: &RelaySetup) -> Res<(RelayProc, Duration)> {
         target = setup.target,
         filler = filler_routes(setup.filler_routes),
     );
+    let config = match setup.template {
+        Some((suffix, content)) => {
+            std::fs::write(
+                dir.path().join("templates").join(format!("bench.{suffix}")),
+                content,
+            )?;
+            config.replace("to: [sink]}", "to: [sink], template: bench}")
+        }
+        None => config,
+    };
     std::fs::write(dir.path().join("relay.yaml"), config)?;
     let check = Command::new(relay_binary())
         .args(["check", "-c"])
@@ -821,6 +863,7 @@ async fn full(quick: bool) -> Res<()> {
     let ten = RelaySetup {
         filler_routes: 9,
         target: webhook_target(&sink),
+        template: None,
     };
     eprintln!(
         "relay-bench: {} sample events, {CONNECTIONS} connections, {secs} s per load phase",
@@ -981,6 +1024,7 @@ async fn full(quick: bool) -> Res<()> {
     let (relay, _) = start_relay(&RelaySetup {
         filler_routes: 9,
         target: format!("{{kind: webhook, url: \"http://127.0.0.1:{gone}/hook\", timeout: 5s}}"),
+        template: None,
     })
     .await?;
     let bl = drive(
@@ -1012,6 +1056,7 @@ async fn full(quick: bool) -> Res<()> {
     let (relay, _) = start_relay(&RelaySetup {
         filler_routes: 999,
         target: webhook_target(&sink),
+        template: None,
     })
     .await?;
     let thousand = drive(
@@ -1160,14 +1205,16 @@ async fn soak(args: &[String]) -> Res<()> {
     let epoch = Instant::now();
     let bodies = Arc::new(Bodies::load()?);
     let sink = Sink::start(epoch).await?;
-    // Discord-like: 10% 503, and a bucket of 250 per second that answers
-    // 429 with Discord's headers and body; the relay's own quota is set
-    // above it so that the remote limit is really hit.
+    // Discord-like: 10% 503, a bucket of 250 per second announced in
+    // Discord's headers (429 with Discord's body once spent; the relay's own
+    // quota is set above it, so only the headers keep it within), and 1%
+    // 429 from a shared limit that no header announces.
     sink.reset(
         "soak",
         SinkBehaviour {
             fail_percent: 10,
             bucket: Some((250, Duration::from_secs(1))),
+            shared_429_percent: 1,
         },
     );
     let target = format!(
@@ -1179,10 +1226,11 @@ async fn soak(args: &[String]) -> Res<()> {
     let (relay, _) = start_relay(&RelaySetup {
         filler_routes: 9,
         target,
+        template: Some(DISCORD_TEMPLATE),
     })
     .await?;
     eprintln!(
-        "soak: {minutes} min at {rate} ev/s; sink fails 10% with 503 and limits to 250/s like Discord"
+        "soak: {minutes} min at {rate} ev/s; sink fails 10% with 503, limits to 250/s like Discord, 1% shared 429"
     );
     let duration = Duration::from_secs(minutes * 60);
     let load = tokio::spawn(drive(
