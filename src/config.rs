@@ -144,7 +144,13 @@ pub struct Target {
     pub rate_limit: Option<RateLimit>,
     pub retry: RetryPolicy,
     pub timeout: Duration,
+    /// Webhook only: most deliveries sent together as one JSON array (1:
+    /// one request per delivery, the default).
+    pub batch: usize,
 }
+
+/// The largest `batch` a webhook target may ask for.
+pub const MAX_BATCH: u64 = 1000;
 
 /// The ingest listener's settings.
 #[derive(Debug, Clone)]
@@ -277,6 +283,8 @@ struct RawTarget {
     retry: Option<S<RawRetry>>,
     #[serde(default)]
     timeout: Option<S<String>>,
+    #[serde(default)]
+    batch: Option<S<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -1012,6 +1020,7 @@ fn validate_target(ctx: &mut Ctx, name: &str, raw: &S<RawTarget>) -> Option<Targ
     );
     only(ctx, "headers", t.headers.is_some(), &[TargetKind::Webhook]);
     only(ctx, "method", t.method.is_some(), &[TargetKind::Webhook]);
+    only(ctx, "batch", t.batch.is_some(), &[TargetKind::Webhook]);
 
     let mut enabled = true;
     let url = match (&t.url, kind) {
@@ -1175,6 +1184,21 @@ fn validate_target(ctx: &mut Ctx, name: &str, raw: &S<RawTarget>) -> Option<Targ
             None,
         );
     }
+    let batch = match &t.batch {
+        None => 1,
+        Some(b) if (1..=MAX_BATCH).contains(&b.value) => b.value as usize,
+        Some(b) => {
+            ctx.err(
+                b,
+                format!(
+                    "target `{name}`: batch must be from 1 to {MAX_BATCH}, not {}",
+                    b.value
+                ),
+                Some("1 sends one request per delivery; N sends up to N as one JSON array".into()),
+            );
+            1
+        }
+    };
     Some(Target {
         name: name.to_owned(),
         kind,
@@ -1187,6 +1211,7 @@ fn validate_target(ctx: &mut Ctx, name: &str, raw: &S<RawTarget>) -> Option<Targ
         rate_limit,
         retry,
         timeout,
+        batch,
     })
 }
 

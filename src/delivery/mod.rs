@@ -143,8 +143,8 @@ async fn prune(shared: Arc<Shared>, stop: CancellationToken) {
     }
 }
 
-/// Rows a worker reads at once. Every result is committed before the
-/// queue is read again.
+/// Rows a worker reads at once (or its target's `batch`, if larger).
+/// Results are committed before the queue is read from the start again.
 const BATCH: u32 = 64;
 
 /// Results a worker may have sent but not yet committed. Sends go on while
@@ -155,20 +155,19 @@ const BATCH: u32 = 64;
 /// crash can repeat per target.
 pub const WINDOW: usize = 64;
 
-/// What an attempt leads to.
+/// What an attempt leads to. An attempt sends the first rows in line: one,
+/// or up to the target's `batch` as one request; the ops are theirs, in
+/// line order.
 enum Step {
-    /// Delivered or dead-lettered: record it, go on with the next row.
-    Done(Op),
-    /// Try again at `next_attempt_at_ms`; the row stays first in line.
-    Retry {
-        op: Op,
-        attempts: i64,
-        next_attempt_at_ms: i64,
-    },
+    /// Delivered or dead-lettered: record them, go on with the next rows.
+    Done(Vec<Op>),
+    /// Try again later (each op is an [`Op::Retry`]); the rows stay first
+    /// in line.
+    Retry(Vec<Op>),
     /// The destination is gone: record, then stop sending until the config
     /// changes.
-    Disable(Op),
-    /// Shutting down; the row stays pending.
+    Disable(Vec<Op>),
+    /// Shutting down; the rows stay pending.
     Stop,
 }
 
@@ -186,6 +185,8 @@ async fn run_worker(
     });
     let mut line: std::collections::VecDeque<PendingDelivery> = std::collections::VecDeque::new();
     let mut unconfirmed = std::collections::VecDeque::new();
+    let window = WINDOW.max(2 * target.batch);
+    let read = BATCH.max(u32::try_from(target.batch).unwrap_or(BATCH));
     // Highest id taken from the store; 0 rescans from the start (replays can
     // put old rows back).
     let mut cursor = 0i64;
@@ -194,10 +195,14 @@ async fn run_worker(
             break;
         }
         if line.is_empty() {
-            confirm(&mut unconfirmed).await;
+            // Rows past the cursor have no results yet; a rescan from the
+            // start must not see a row whose result is still uncommitted.
+            if cursor == 0 {
+                confirm(&mut unconfirmed).await;
+            }
             let batch = match shared
                 .store
-                .pending_batch(&target.name, cursor, BATCH)
+                .pending_batch(&target.name, cursor, read)
                 .await
             {
                 Ok(b) => b,
@@ -239,49 +244,62 @@ async fn run_worker(
             }
             continue;
         }
-        // Bounds what a crash can repeat: at most WINDOW sends whose
-        // results are not yet on disk.
-        settle(&mut unconfirmed, WINDOW - 1).await;
+        // The rows that go now: the first, and for a batching target the
+        // due rows right after it.
+        let now = shared.clock.now_ms();
+        let take = line
+            .iter()
+            .take(target.batch)
+            .take_while(|d| d.next_attempt_at_ms <= now)
+            .count()
+            .max(1);
+        // Bounds what a crash can repeat: the rows sent whose results are
+        // not yet on disk stay within `window`.
+        settle(&mut unconfirmed, window.saturating_sub(take)).await;
+        let group = &line.make_contiguous()[..take];
         let span = tracing::info_span!(
             "delivery",
             target_name = %target.name,
-            route = %delivery.route,
-            delivery = delivery.id,
-            attempt = delivery.attempts + 1
+            route = %group[0].route,
+            delivery = group[0].id,
+            attempt = group[0].attempts + 1
         );
-        match attempt(
+        let step = attempt(
             &shared,
             target,
             &mut limiter,
             &mut rng,
-            delivery,
+            group,
             &stop,
             &abort,
         )
         .instrument(span)
-        .await
-        {
-            Step::Done(op) => {
-                line.pop_front();
-                if !record_later(&shared, op, &mut unconfirmed).await {
+        .await;
+        match step {
+            Step::Done(ops) => {
+                line.drain(..ops.len().min(line.len()));
+                if !record_later(&shared, ops, &mut unconfirmed).await {
                     break 'work;
                 }
             }
-            Step::Retry {
-                op,
-                attempts,
-                next_attempt_at_ms,
-            } => {
-                if let Some(front) = line.front_mut() {
-                    front.attempts = attempts;
-                    front.next_attempt_at_ms = next_attempt_at_ms;
+            Step::Retry(ops) => {
+                for (row, op) in line.iter_mut().zip(&ops) {
+                    if let Op::Retry {
+                        attempts,
+                        next_attempt_at_ms,
+                        ..
+                    } = op
+                    {
+                        row.attempts = *attempts;
+                        row.next_attempt_at_ms = *next_attempt_at_ms;
+                    }
                 }
-                if !record_later(&shared, op, &mut unconfirmed).await {
+                if !record_later(&shared, ops, &mut unconfirmed).await {
                     break 'work;
                 }
             }
-            Step::Disable(op) => {
-                if record_later(&shared, op, &mut unconfirmed).await {
+            Step::Disable(ops) => {
+                if record_later(&shared, ops, &mut unconfirmed).await {
                     confirm(&mut unconfirmed).await;
                     stop.cancelled().await;
                 }
@@ -294,15 +312,15 @@ async fn run_worker(
     debug!(target_name = %target.name, "delivery worker stopped");
 }
 
-/// Queues a result for the next commit; `false` when the store is closed.
-async fn record_later(shared: &Shared, op: Op, unconfirmed: &mut Unconfirmed) -> bool {
-    match shared.store.apply_later(op).await {
-        Ok(c) => {
-            unconfirmed.push_back(c);
-            true
+/// Queues results for the next commit; `false` when the store is closed.
+async fn record_later(shared: &Shared, ops: Vec<Op>, unconfirmed: &mut Unconfirmed) -> bool {
+    for op in ops {
+        match shared.store.apply_later(op).await {
+            Ok(c) => unconfirmed.push_back(c),
+            Err(_) => return false,
         }
-        Err(_) => false,
     }
+    true
 }
 
 /// Results queued for a commit, oldest first.
@@ -341,37 +359,51 @@ fn report(outcome: Result<u64, StoreError>) {
     }
 }
 
-/// One attempt at `d`.
+/// One attempt at the first rows in line (`group`, at least one; more
+/// only for a batching target): one request, whose answer decides for all.
 async fn attempt(
     shared: &Shared,
     target: &Target,
     limiter: &mut TargetLimiter,
     rng: &mut fastrand::Rng,
-    d: &PendingDelivery,
+    group: &[PendingDelivery],
     stop: &CancellationToken,
     abort: &CancellationToken,
 ) -> Step {
-    let attempt_no = d.attempts + 1;
-    let req = match prepare(shared, target, d) {
-        Ok(r) => r,
-        Err(reason) => {
-            error!(target_name = %target.name, route = %d.route, delivery = d.id, error = %reason, "cannot render; dead-lettered");
-            return Step::Done(Op::Dead {
-                id: d.id,
-                attempts: attempt_no,
-                status: None,
-                error: reason,
-            });
+    // Render in line order. A row that cannot be rendered is dead-lettered
+    // alone when it comes first; otherwise the group ends before it.
+    let mut reqs = Vec::with_capacity(group.len());
+    for d in group {
+        match prepare(shared, target, d) {
+            Ok(r) => reqs.push(r),
+            Err(reason) if reqs.is_empty() => {
+                error!(target_name = %target.name, route = %d.route, delivery = d.id, error = %reason, "cannot render; dead-lettered");
+                return Step::Done(vec![Op::Dead {
+                    id: d.id,
+                    attempts: d.attempts + 1,
+                    status: None,
+                    error: reason,
+                }]);
+            }
+            Err(_) => break,
         }
-    };
+    }
+    let group = &group[..reqs.len()];
+    let first = &group[0];
+    let attempt_no = first.attempts + 1;
+    let rows = group.len();
+    let req = combine(reqs, target.batch > 1);
+    let each = |f: &dyn Fn(&PendingDelivery) -> Op| group.iter().map(f).collect::<Vec<_>>();
     if target.kind == TargetKind::Stdout {
         print_stdout(&req);
-        shared.metrics.delivery(&target.name, "delivered");
-        return Step::Done(Op::Delivered {
+        for _ in group {
+            shared.metrics.delivery(&target.name, "delivered");
+        }
+        return Step::Done(each(&|d| Op::Delivered {
             id: d.id,
-            attempts: attempt_no,
+            attempts: d.attempts + 1,
             status: None,
-        });
+        }));
     }
     match limiter.wait(stop).await {
         None => return Step::Stop,
@@ -382,7 +414,7 @@ async fn attempt(
     let result = tokio::select! {
         r = shared.transport.send(&req, target.timeout) => r,
         () = abort.cancelled() => {
-            warn!(target_name = %target.name, delivery = d.id, "send abandoned at the shutdown deadline; it stays queued");
+            warn!(target_name = %target.name, delivery = first.id, rows, "send abandoned at the shutdown deadline; it stays queued");
             return Step::Stop;
         }
     };
@@ -408,76 +440,75 @@ async fn attempt(
     };
     let fields = (
         target.name.as_str(),
-        d.route.as_str(),
-        d.id,
+        first.route.as_str(),
+        first.id,
         attempt_no,
         status.unwrap_or(0),
     );
+    let dead = |error: &str| {
+        for _ in group {
+            metrics.delivery(&target.name, "dead_lettered");
+        }
+        each(&|d| Op::Dead {
+            id: d.id,
+            attempts: d.attempts + 1,
+            status,
+            error: error.to_owned(),
+        })
+    };
     match outcome {
         Outcome::Delivered => {
-            let e2e_ms = shared.clock.now_ms() - d.received_at_ms;
+            let now = shared.clock.now_ms();
+            let e2e_ms = now - first.received_at_ms;
             info!(
                 target_name = fields.0,
                 route = fields.1,
                 delivery = fields.2,
                 attempt = fields.3,
                 status = fields.4,
+                rows,
                 latency_ms,
                 e2e_ms,
                 "delivered"
             );
-            metrics.delivery(&target.name, "delivered");
-            metrics
-                .end_to_end
-                .get_or_create(&label)
-                .observe(e2e_ms.max(0) as f64 / 1000.0);
-            Step::Done(Op::Delivered {
+            let end_to_end = metrics.end_to_end.get_or_create(&label);
+            for d in group {
+                metrics.delivery(&target.name, "delivered");
+                end_to_end.observe((now - d.received_at_ms).max(0) as f64 / 1000.0);
+            }
+            Step::Done(each(&|d| Op::Delivered {
                 id: d.id,
-                attempts: attempt_no,
+                attempts: d.attempts + 1,
                 status,
-            })
+            }))
         }
         Outcome::Retry { after, reason } => {
             let age =
-                Duration::from_millis((shared.clock.now_ms() - d.created_at_ms).max(0) as u64);
+                Duration::from_millis((shared.clock.now_ms() - first.created_at_ms).max(0) as u64);
             if backoff::give_up(&target.retry, attempt_no as u32, age) {
-                error!(target_name = fields.0, route = fields.1, delivery = fields.2, attempt = fields.3, status = fields.4, error = %reason, "giving up; dead-lettered");
-                metrics.delivery(&target.name, "dead_lettered");
-                return Step::Done(Op::Dead {
-                    id: d.id,
-                    attempts: attempt_no,
-                    status,
-                    error: reason,
-                });
+                error!(target_name = fields.0, route = fields.1, delivery = fields.2, attempt = fields.3, status = fields.4, rows, error = %reason, "giving up; dead-lettered");
+                return Step::Done(dead(&reason));
             }
             let delay = backoff::delay(&target.retry, attempt_no as u32, after, rng);
-            warn!(target_name = fields.0, route = fields.1, delivery = fields.2, attempt = fields.3, status = fields.4, delay_ms = delay.as_millis() as u64, error = %reason, "retrying");
-            metrics.delivery(&target.name, "retried");
-            let next_attempt_at_ms = shared.clock.now_ms() + delay.as_millis() as i64;
-            Step::Retry {
-                op: Op::Retry {
-                    id: d.id,
-                    attempts: attempt_no,
-                    next_attempt_at_ms,
-                    status,
-                    error: reason,
-                },
-                attempts: attempt_no,
-                next_attempt_at_ms,
+            warn!(target_name = fields.0, route = fields.1, delivery = fields.2, attempt = fields.3, status = fields.4, rows, delay_ms = delay.as_millis() as u64, error = %reason, "retrying");
+            for _ in group {
+                metrics.delivery(&target.name, "retried");
             }
+            let next_attempt_at_ms = shared.clock.now_ms() + delay.as_millis() as i64;
+            Step::Retry(each(&|d| Op::Retry {
+                id: d.id,
+                attempts: d.attempts + 1,
+                next_attempt_at_ms,
+                status,
+                error: reason.clone(),
+            }))
         }
         Outcome::Failed {
             reason,
             disable: false,
         } => {
-            error!(target_name = fields.0, route = fields.1, delivery = fields.2, attempt = fields.3, status = fields.4, error = %reason, "rejected; dead-lettered");
-            metrics.delivery(&target.name, "dead_lettered");
-            Step::Done(Op::Dead {
-                id: d.id,
-                attempts: attempt_no,
-                status,
-                error: reason,
-            })
+            error!(target_name = fields.0, route = fields.1, delivery = fields.2, attempt = fields.3, status = fields.4, rows, error = %reason, "rejected; dead-lettered");
+            Step::Done(dead(&reason))
         }
         Outcome::Failed {
             reason,
@@ -488,15 +519,36 @@ async fn attempt(
                 "target disabled: the destination says this webhook does not exist or is not allowed; deliveries stay queued until the config changes (fix the url and restart)"
             );
             let now = shared.clock.now_ms();
-            Step::Disable(Op::Retry {
+            Step::Disable(each(&|d| Op::Retry {
                 id: d.id,
-                attempts: attempt_no,
+                attempts: d.attempts + 1,
                 next_attempt_at_ms: now,
                 status,
-                error: reason,
-            })
+                error: reason.clone(),
+            }))
         }
     }
+}
+
+/// One request for a group: without batching, the row's request; with it
+/// (even for one row, so the receiver always sees one shape), the first's
+/// URL and headers with the bodies as one JSON array, in line order.
+fn combine(mut reqs: Vec<OutgoingRequest>, batching: bool) -> OutgoingRequest {
+    if !batching && reqs.len() == 1 {
+        return reqs.remove(0);
+    }
+    let bodies = reqs
+        .iter_mut()
+        .map(
+            |r| match std::mem::replace(&mut r.body, Body::Json(serde_json::Value::Null)) {
+                Body::Json(v) => v,
+                Body::Text(t) => serde_json::Value::String(t),
+            },
+        )
+        .collect();
+    let mut first = reqs.swap_remove(0);
+    first.body = Body::Json(serde_json::Value::Array(bodies));
+    first
 }
 
 /// The request for `d`; an error (stored event unreadable, template fails)

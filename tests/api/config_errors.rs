@@ -363,6 +363,28 @@ fn bad_values_are_refused_where_they_are_written() {
             hint: None,
         },
         Case {
+            name: "batch out of range",
+            yaml: config_with(
+                "targets:\n  crm:\n    kind: webhook\n    url: \"https://crm.example.com/hook\"\n    batch: 0\n",
+            ),
+            line: 15,
+            column: 12,
+            token: "0",
+            message: "target `crm`: batch must be from 1 to 1000, not 0",
+            hint: Some("1 sends one request per delivery; N sends up to N as one JSON array"),
+        },
+        Case {
+            name: "batch on a discord target",
+            yaml: config_with(
+                "targets:\n  team-discord: {kind: discord, url: \"https://discord.com/api/webhooks/123/tok\", batch: 10}\n",
+            ),
+            line: 12,
+            column: 17,
+            token: "{kind: discord",
+            message: "target `team-discord` (kind discord): `batch` is only for webhook targets",
+            hint: Some("remove `batch`"),
+        },
+        Case {
             name: "bad duration",
             yaml: config_with(
                 "targets:\n  crm:\n    kind: webhook\n    url: \"https://crm.example.com/hook\"\n    timeout: 5 parsecs\n",

@@ -817,3 +817,92 @@ async fn secrets_never_reach_the_logs_whatever_the_destinations_answer() {
         assert!(!logs.contains(secret), "{secret} is in the logs:\n{logs}");
     }
 }
+
+/// The seqs in a batched webhook body: a JSON array of Crisp events.
+fn batch_seqs(r: &Received) -> Vec<usize> {
+    let body = r.json();
+    let items = body
+        .as_array()
+        .unwrap_or_else(|| panic!("a batching target sent a non-array: {body}"));
+    items
+        .iter()
+        .map(|e| {
+            seq_in(
+                e["data"]["content"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("no data.content in {e}")),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batching_webhook_gets_arrays_in_order_and_a_batch_is_retried_or_dead_lettered_whole() {
+    const N: usize = 25;
+    let fake = FakeServer::webhook().await;
+    // Slow answers, so the queue fills up behind the first send.
+    fake.set_delay(Duration::from_millis(500));
+    let target = format!(
+        "{{kind: webhook, url: \"{}\", batch: 10, {FAST_RETRY}}}",
+        fake.url("/in/crisp")
+    );
+    let app = TestApp::spawn_with(&config_with(&one_target("crm", &target))).await;
+    post_all(&app, 0..N).await;
+    wait_until("all 25 delivered", || {
+        fake.accepted()
+            .iter()
+            .map(|r| batch_seqs(r).len())
+            .sum::<usize>()
+            >= N
+    })
+    .await;
+    let batches: Vec<Vec<usize>> = fake.accepted().iter().map(batch_seqs).collect();
+    assert!(
+        batches.iter().all(|b| !b.is_empty() && b.len() <= 10),
+        "{batches:?}"
+    );
+    assert!(
+        batches.iter().any(|b| b.len() > 1),
+        "nothing was batched: {batches:?}"
+    );
+    assert_eq!(batches.concat(), (0..N).collect::<Vec<_>>(), "order");
+    let logs = app.logs();
+    assert!(
+        logs.contains("\"rows\":10") || logs.contains("rows=10"),
+        "{logs}"
+    );
+
+    // A 503 retries the whole batch: the retry starts with the same rows.
+    // (The fake keeps its record: look only at what comes after.)
+    fake.set_delay(Duration::ZERO);
+    let seen = fake.received().len();
+    let after = |from: usize| fake.received()[from..].to_vec();
+    fake.fail_next(1, 503, "upstream unavailable", &[]);
+    post_all(&app, N..N + 5).await;
+    let ok_rows = |from: usize| -> Vec<usize> {
+        after(from)
+            .iter()
+            .filter(|r| r.status == 200)
+            .flat_map(batch_seqs)
+            .collect()
+    };
+    wait_until("the 5 after the 503", || ok_rows(seen).len() >= 5).await;
+    let received = after(seen);
+    assert_eq!(received[0].status, 503);
+    let failed = batch_seqs(&received[0]);
+    let retried = batch_seqs(&received[1]);
+    assert!(retried.starts_with(&failed), "{failed:?} then {retried:?}");
+    assert_eq!(ok_rows(seen), (N..N + 5).collect::<Vec<_>>());
+
+    // A 400 dead-letters every row of the batch; the queue moves on.
+    let seen = fake.received().len();
+    fake.fail_next(1, 400, "bad batch", &[]);
+    post_all(&app, [N + 5]).await;
+    wait_for_log(&app, "dead-lettered", 1).await;
+    post_all(&app, [N + 6]).await;
+    wait_until("the one after the 400", || !ok_rows(seen).is_empty()).await;
+    assert_eq!(ok_rows(seen), vec![N + 6]);
+    assert_eq!(batch_seqs(&after(seen)[0]), vec![N + 5]);
+    wait_until("the dead letter", || dead_letters(&app.work).len() == 1).await;
+    assert_eq!(dead_letters(&app.work)[0]["last_status"], 400);
+}

@@ -647,6 +647,7 @@ fn target(kind: TargetKind) -> Target {
         rate_limit: None::<RateLimit>,
         retry: RetryPolicy::default(),
         timeout: Duration::from_secs(10),
+        batch: 1,
     }
 }
 
