@@ -664,9 +664,27 @@ pub fn format_readable(ms: i64) -> String {
 /// would otherwise arrive as a heading). `@everyone` / `@here` get a
 /// zero-width space after the `@`.
 pub fn escape_discord(s: &str) -> Cow<'_, str> {
-    const INLINE: &[char] = &['\\', '*', '_', '~', '`', '|', '[', ']', '<'];
-    const LINE_START: &[char] = &['#', '-', '>'];
-    if !s.contains(INLINE) && !s.contains(LINE_START) && !s.contains('@') {
+    // Every character this changes is ASCII, and UTF-8 never uses ASCII
+    // bytes inside a multi-byte character: one pass over bytes decides.
+    let special = |b: &u8| {
+        matches!(
+            b,
+            b'\\'
+                | b'*'
+                | b'_'
+                | b'~'
+                | b'`'
+                | b'|'
+                | b'['
+                | b']'
+                | b'<'
+                | b'#'
+                | b'-'
+                | b'>'
+                | b'@'
+        )
+    };
+    if !s.as_bytes().iter().any(special) {
         return Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len() + 16);
@@ -680,7 +698,11 @@ pub fn escape_discord(s: &str) -> Cow<'_, str> {
                     out.push('\u{200B}');
                 }
             }
-            c if INLINE.contains(&c) || (at_line_start && LINE_START.contains(&c)) => {
+            '\\' | '*' | '_' | '~' | '`' | '|' | '[' | ']' | '<' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '#' | '-' | '>' if at_line_start => {
                 out.push('\\');
                 out.push(c);
             }
@@ -709,7 +731,11 @@ fn is_blank(c: char) -> bool {
 /// `<!channel>`, `<@U…>` and `<url|text>` cannot be written; `@channel`,
 /// `@here` and `@everyone` also get a zero-width space as defence in depth.
 pub fn escape_slack(s: &str) -> Cow<'_, str> {
-    if !s.contains(['&', '<', '>', '@']) {
+    if !s
+        .as_bytes()
+        .iter()
+        .any(|b| matches!(b, b'&' | b'<' | b'>' | b'@'))
+    {
         return Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len() + 16);
