@@ -225,6 +225,9 @@ struct Sink {
     behaviour: Mutex<SinkBehaviour>,
     book: Mutex<SinkBook>,
     rng: Mutex<fastrand::Rng>,
+    /// While `true`, requests wait (before being read) until it turns
+    /// `false`: a destination that stalls, so a backlog builds up.
+    held: tokio::sync::watch::Sender<bool>,
 }
 
 impl Sink {
@@ -240,6 +243,7 @@ impl Sink {
             behaviour: Mutex::new(SinkBehaviour::default()),
             book: Mutex::new(SinkBook::default()),
             rng: Mutex::new(fastrand::Rng::with_seed(7)),
+            held: tokio::sync::watch::Sender::new(false),
         });
         let s = sink.clone();
         tokio::spawn(async move {
@@ -290,6 +294,7 @@ impl Sink {
     }
 
     async fn answer(&self, req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+        let _ = self.held.subscribe().wait_for(|held| !held).await;
         let body = match req.into_body().collect().await {
             Ok(b) => b.to_bytes(),
             Err(_) => return reply(StatusCode::BAD_REQUEST, "{}"),
@@ -864,6 +869,9 @@ struct DrainRun {
 
 /// Fills a relay sending to `target` for `d` at full speed, then measures
 /// delivery alone for `d`, then waits for everything and checks order.
+/// With `hold`, the sink stalls while ingest runs (the relay's first send
+/// waits, the rest queue up behind it) and lets go when ingest stops, so
+/// the drain starts from the whole backlog.
 async fn ingest_then_drain(
     sink: &Sink,
     bodies: &Arc<Bodies>,
@@ -871,8 +879,10 @@ async fn ingest_then_drain(
     run: &str,
     target: String,
     d: Duration,
+    hold: bool,
 ) -> Res<DrainRun> {
     sink.reset(run, SinkBehaviour::default());
+    sink.held.send_replace(hold);
     let (relay, _) = start_relay(&RelaySetup {
         filler_routes: 9,
         target,
@@ -895,6 +905,7 @@ async fn ingest_then_drain(
     )
     .await?;
     // Until the backlog is gone or `d` is over, whichever comes first.
+    sink.held.send_replace(false);
     let delivered_during = sink.accepted.load(Ordering::Relaxed);
     let from = delivered_during;
     let start = Instant::now();
@@ -1057,17 +1068,21 @@ async fn full(quick: bool) -> Res<()> {
         ing.ok
     );
 
-    // The same with `batch: 64`: one request carries up to 64 events.
+    // The same with `batch: 64`: one request carries up to 64 events. It
+    // keeps up with full-speed ingest, so the sink stalls while ingest runs
+    // (the first send waits; the timeout outlasts the stall) to leave a
+    // backlog to drain.
     let batched = ingest_then_drain(
         &sink,
         &bodies,
         epoch,
         "batched",
         format!(
-            "{{kind: webhook, url: \"http://{}/hook\", timeout: 5s, batch: 64}}",
+            "{{kind: webhook, url: \"http://{}/hook\", timeout: 60s, batch: 64}}",
             sink.addr
         ),
         d,
+        true,
     )
     .await?;
     eprintln!(
