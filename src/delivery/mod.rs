@@ -200,11 +200,7 @@ async fn run_worker(
             if cursor == 0 {
                 confirm(&mut unconfirmed).await;
             }
-            let batch = match shared
-                .store
-                .pending_batch(&target.name, cursor, read)
-                .await
-            {
+            let batch = match shared.store.pending_batch(&target.name, cursor, read).await {
                 Ok(b) => b,
                 Err(e) => {
                     error!(target_name = %target.name, error = %e, "cannot read the queue; retrying in 1s");
