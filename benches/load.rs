@@ -293,6 +293,17 @@ impl Sink {
             .len() as u64
     }
 
+    /// `true` for `percent` out of 100 calls, at random (seeded).
+    fn chance(&self, percent: u32) -> bool {
+        percent > 0
+            && self
+                .rng
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .u32(0..100)
+                < percent
+    }
+
     async fn answer(&self, req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
         let _ = self.held.subscribe().wait_for(|held| !held).await;
         let body = match req.into_body().collect().await {
@@ -332,14 +343,7 @@ impl Sink {
             book.window_count += 1;
             remaining = Some((limit - book.window_count, reset_after));
         }
-        if behaviour.shared_429_percent > 0
-            && self
-                .rng
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .u32(0..100)
-                < behaviour.shared_429_percent
-        {
+        if self.chance(behaviour.shared_429_percent) {
             self.limited_429.fetch_add(1, Ordering::Relaxed);
             return Response::builder()
                 .status(StatusCode::TOO_MANY_REQUESTS)
@@ -351,14 +355,7 @@ impl Sink {
                 )))
                 .unwrap_or_else(|_| reply(StatusCode::TOO_MANY_REQUESTS, "{}"));
         }
-        if behaviour.fail_percent > 0
-            && self
-                .rng
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .u32(0..100)
-                < behaviour.fail_percent
-        {
+        if self.chance(behaviour.fail_percent) {
             self.failed_503.fetch_add(1, Ordering::Relaxed);
             return reply(
                 StatusCode::SERVICE_UNAVAILABLE,

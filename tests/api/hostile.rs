@@ -171,10 +171,6 @@ impl Drop for Raw {
     }
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
 impl Raw {
     async fn connect(app: &TestApp) -> Self {
         let (rd, wr) = TcpStream::connect(app.ingest).await.unwrap().into_split();
@@ -232,21 +228,7 @@ impl Raw {
                     return None;
                 }
             };
-            let head = String::from_utf8(self.buf[..head_end].to_vec()).unwrap();
-            let mut lines = head.split("\r\n");
-            let status_line = lines.next().unwrap().to_owned();
-            let status: u16 = status_line
-                .split(' ')
-                .nth(1)
-                .and_then(|s| s.parse().ok())
-                .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
-            let headers: Vec<(String, String)> = lines
-                .filter(|l| !l.is_empty())
-                .map(|l| {
-                    let (k, v) = l.split_once(':').unwrap();
-                    (k.trim().to_owned(), v.trim().to_owned())
-                })
-                .collect();
+            let (status_line, status, headers) = parse_response_head(&self.buf[..head_end]);
             self.buf.drain(..head_end);
             let length = headers
                 .iter()

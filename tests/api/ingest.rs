@@ -166,10 +166,6 @@ fn hook_head(method: &str, headers: &[&str]) -> String {
     s
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
 /// Reads exactly one response (head plus a Content-Length body).
 async fn read_response<R: AsyncRead + Unpin>(r: &mut R) -> RawResponse {
     tokio::time::timeout(GUARD, async {
@@ -187,21 +183,7 @@ async fn read_response<R: AsyncRead + Unpin>(r: &mut R) -> RawResponse {
             );
             buf.extend_from_slice(&chunk[..n]);
         };
-        let head = String::from_utf8(buf[..head_end].to_vec()).unwrap();
-        let mut lines = head.split("\r\n");
-        let status_line = lines.next().unwrap();
-        let status: u16 = status_line
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
-        let headers: Vec<(String, String)> = lines
-            .filter(|l| !l.is_empty())
-            .map(|l| {
-                let (k, v) = l.split_once(':').unwrap();
-                (k.trim().to_owned(), v.trim().to_owned())
-            })
-            .collect();
+        let (_, status, headers) = parse_response_head(&buf[..head_end]);
         let len: usize = headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
