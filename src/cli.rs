@@ -309,7 +309,7 @@ async fn send(relay: &Relay, target_name: &str, path: &Path, template: Option<&s
         Ok(e) => e,
         Err(code) => return code,
     };
-    if target.kind != crate::config::TargetKind::Stdout && target.url.is_none() {
+    if target.kind != crate::model::TargetKind::Stdout && target.url.is_none() {
         eprintln!(
             "error: target `{target_name}` is disabled (its url is empty)\n  hint: set the url's environment variable"
         );

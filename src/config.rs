@@ -20,6 +20,9 @@ use serde_json::Value;
 use serde_saphyr::Spanned;
 use thiserror::Error;
 
+use crate::model::{
+    MAX_ATTEMPTS, RateLimit, RetryPolicy, TargetKind, check_url, default_rate_limit, url_example,
+};
 use crate::routing::{Condition, FieldPath, Route, Router, Test};
 use crate::secret::{HookKey, Secret, WebhookUrl};
 use crate::suggest::did_you_mean;
@@ -61,66 +64,6 @@ impl fmt::Display for ConfigErrors {
             write!(f, "{e}")?;
         }
         Ok(())
-    }
-}
-
-/// The kinds of target the relay can deliver to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum TargetKind {
-    Discord,
-    Slack,
-    Webhook,
-    Stdout,
-}
-
-impl TargetKind {
-    pub const ALL: [TargetKind; 4] = [Self::Discord, Self::Slack, Self::Webhook, Self::Stdout];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Discord => "discord",
-            Self::Slack => "slack",
-            Self::Webhook => "webhook",
-            Self::Stdout => "stdout",
-        }
-    }
-
-    fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|k| k.as_str() == s)
-    }
-}
-
-impl fmt::Display for TargetKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A quota: `requests` per `per`, with bursts of up to `burst`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RateLimit {
-    pub requests: u32,
-    pub per: Duration,
-    pub burst: u32,
-}
-
-/// Retry policy for one target (used by delivery).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryPolicy {
-    pub max_attempts: u32,
-    pub initial_backoff: Duration,
-    pub max_backoff: Duration,
-    pub max_age: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        Self {
-            max_attempts: 12,
-            initial_backoff: Duration::from_secs(1),
-            max_backoff: Duration::from_secs(300),
-            max_age: Duration::from_secs(24 * 3600),
-        }
     }
 }
 
@@ -1039,14 +982,14 @@ fn validate_target(ctx: &mut Ctx, name: &str, raw: &S<RawTarget>) -> Option<Targ
                 enabled = false;
                 None
             } else {
-                match crate::targets::validate_url(kind, &text) {
-                    Ok(url) => Some(url),
+                match check_url(kind, &text) {
+                    Ok(c) => Some(WebhookUrl::new(c.url, c.public_segments)),
                     Err(why) => {
                         // Never echo the URL: it holds the token.
                         ctx.err(
                             u,
                             format!("target `{name}`: invalid {kind} url: {why}"),
-                            Some(crate::targets::url_example(kind).into()),
+                            Some(url_example(kind).into()),
                         );
                         return None;
                     }
@@ -1147,7 +1090,7 @@ fn validate_target(ctx: &mut Ctx, name: &str, raw: &S<RawTarget>) -> Option<Targ
                     None,
                 );
             }
-            retry.max_attempts = n.value.clamp(1, 1000) as u32;
+            retry.max_attempts = n.value.clamp(1, u64::from(MAX_ATTEMPTS)) as u32;
         }
         retry.initial_backoff = ctx.duration(
             &r.initial_backoff,
@@ -1213,26 +1156,6 @@ fn validate_target(ctx: &mut Ctx, name: &str, raw: &S<RawTarget>) -> Option<Targ
         timeout,
         batch,
     })
-}
-
-/// Defaults from research/targets.md: Discord 5 per 2 s per webhook, Slack
-/// 1 per second, webhooks unlimited.
-fn default_rate_limit(kind: TargetKind) -> Option<RateLimit> {
-    match kind {
-        TargetKind::Discord => Some(RateLimit {
-            requests: 5,
-            per: Duration::from_secs(2),
-            burst: 5,
-        }),
-        // No burst: Slack allows "short bursts" but does not say how
-        // short, and a burst's catch-up sends arrive under a second apart.
-        TargetKind::Slack => Some(RateLimit {
-            requests: 1,
-            per: Duration::from_secs(1),
-            burst: 1,
-        }),
-        TargetKind::Webhook | TargetKind::Stdout => None,
-    }
 }
 
 fn http_header_name_ok(k: &str) -> bool {

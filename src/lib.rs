@@ -13,6 +13,7 @@ pub mod config;
 pub mod delivery;
 pub mod event;
 pub mod metrics;
+pub mod model;
 pub mod reload;
 pub mod render;
 pub mod routing;
@@ -22,6 +23,7 @@ pub mod store;
 mod suggest;
 pub mod targets;
 pub mod telemetry;
+pub mod text;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

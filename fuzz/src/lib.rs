@@ -6,8 +6,10 @@
 use std::path::{Path, PathBuf};
 
 use crisp_relay::Relay;
-use crisp_relay::config::{Config, Target, TargetKind};
-use crisp_relay::render::{Renderer, TemplateSource, safe_url, text_len};
+use crisp_relay::config::{Config, Target};
+use crisp_relay::model::TargetKind;
+use crisp_relay::render::{Renderer, TemplateSource, safe_url};
+use crisp_relay::text::text_len;
 use crisp_relay::targets::discord::{
     self, AUTHOR_MAX, CONTENT_MAX, DESCRIPTION_MAX, EMBEDS_MAX, EMBEDS_TOTAL_MAX, FIELD_NAME_MAX,
     FIELD_VALUE_MAX, FIELDS_MAX, FOOTER_MAX, TITLE_MAX, USERNAME_MAX,
@@ -611,7 +613,7 @@ fn check_probe_webhook(what: &str, body: Option<&Value>, event: &Value) {
     assert_eq!(body["event"], event["event"], "{what}: event");
     if let Some(content) = data.get("content").and_then(Value::as_str) {
         assert_eq!(body["content"].as_str(), Some(content), "{what}: content");
-        let cut = crisp_relay::render::truncate(content, 40);
+        let cut = crisp_relay::text::truncate(content, 40);
         assert_eq!(body["truncated"].as_str(), Some(&*cut), "{what}: truncate");
     }
     if let Some(nick) = data.pointer("/user/nickname").and_then(Value::as_str) {

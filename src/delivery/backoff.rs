@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::config::RetryPolicy;
+use crate::model::RetryPolicy;
 
 /// The cap for the delay after failed attempt `attempt` (1-based):
 /// `initial_backoff * 2^(attempt-1)`, at most `max_backoff`.

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use crate::config::TargetKind;
+use crate::model::TargetKind;
 
 /// The parts of a destination's answer that classification reads.
 #[derive(Debug, Clone, Default)]
@@ -278,11 +278,7 @@ pub fn classify_error(err: &TransportError) -> Outcome {
     }
 }
 
-/// The first 300 characters of a body, on one line, for errors and logs.
-pub fn excerpt(body: &str) -> String {
-    let one_line: String = body.split_whitespace().collect::<Vec<_>>().join(" ");
-    crate::render::truncate(&one_line, 300).into_owned()
-}
+pub use crate::text::excerpt;
 
 #[cfg(test)]
 mod tests {

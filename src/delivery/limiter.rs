@@ -13,7 +13,7 @@ use governor::{Quota, RateLimiter};
 use tokio::time::Instant;
 
 use super::classify::RateHints;
-use crate::config::RateLimit;
+use crate::model::RateLimit;
 
 /// A governor clock reading tokio's time (which tests can pause).
 #[derive(Debug, Clone)]

@@ -28,8 +28,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, warn};
 
 use crate::app::Relay;
-use crate::config::{Target, TargetKind};
+use crate::config::Target;
 use crate::event::Event;
+use crate::model::TargetKind;
 use crate::store::{Op, PendingDelivery, SqliteStore, StoreError};
 use crate::targets::{Body, OutgoingRequest};
 use classify::{Answer, Outcome, RateHints, classify, classify_error, rate_hints};

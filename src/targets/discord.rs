@@ -4,9 +4,10 @@
 use serde_json::{Map, Value, json};
 
 use super::{BuildError, object};
-use crate::config::{Target, TargetKind};
-use crate::render::{Rendered, fit_string, text_len};
-use crate::secret::WebhookUrl;
+use crate::config::Target;
+use crate::model::TargetKind;
+use crate::render::Rendered;
+use crate::text::{fit_string, text_len};
 
 pub const CONTENT_MAX: usize = 2000;
 pub const EMBEDS_MAX: usize = 10;
@@ -19,42 +20,6 @@ pub const FOOTER_MAX: usize = 2048;
 pub const AUTHOR_MAX: usize = 256;
 pub const EMBEDS_TOTAL_MAX: usize = 6000;
 pub const USERNAME_MAX: usize = 80;
-
-/// Requires `/webhooks/{id}/{token}`, pins API v10 when the URL has no
-/// version (the default version is deprecated v6), and adds `wait=true` so a
-/// message Discord drops is an error rather than a silent 204.
-pub fn normalise_url(mut url: url::Url) -> Result<WebhookUrl, String> {
-    let segments: Vec<String> = url
-        .path_segments()
-        .map(|s| s.map(str::to_owned).collect())
-        .unwrap_or_default();
-    let Some(at) = segments.iter().position(|s| s == "webhooks") else {
-        return Err("the path has no `/webhooks/ID/TOKEN` part".into());
-    };
-    let (id, token) = (segments.get(at + 1), segments.get(at + 2));
-    match (id, token) {
-        (Some(id), Some(token))
-            if !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()) && !token.is_empty() => {}
-        _ => return Err("expected `/webhooks/ID/TOKEN` with a numeric ID".into()),
-    }
-    let mut segments = segments;
-    let mut keep = at + 2; // up to and including the id
-    if at > 0 && segments[at - 1] == "api" {
-        segments.insert(at, "v10".into());
-        keep += 1;
-    }
-    url.set_path(&segments.join("/"));
-    let pairs: Vec<(String, String)> = url
-        .query_pairs()
-        .filter(|(k, _)| k != "wait")
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect();
-    url.query_pairs_mut()
-        .clear()
-        .extend_pairs(pairs)
-        .append_pair("wait", "true");
-    Ok(WebhookUrl::new(url, keep))
-}
 
 /// The JSON body for `rendered`: text becomes `content`; `username` and
 /// `avatar_url` come from the target unless the template set them;
@@ -223,28 +188,6 @@ pub fn embeds_total(body: &Value) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn url_normalisation() {
-        let u = |s: &str| normalise_url(url::Url::parse(s).unwrap());
-        let n = u("https://discord.com/api/webhooks/123/tok").unwrap();
-        assert_eq!(
-            n.expose().as_str(),
-            "https://discord.com/api/v10/webhooks/123/tok?wait=true"
-        );
-        assert_eq!(
-            n.redacted(),
-            "https://discord.com/api/v10/webhooks/123/***?wait=true"
-        );
-        let n = u("https://discord.com/api/v9/webhooks/123/tok?thread_id=5&wait=false").unwrap();
-        assert_eq!(
-            n.expose().as_str(),
-            "https://discord.com/api/v9/webhooks/123/tok?thread_id=5&wait=true"
-        );
-        assert!(u("https://discord.com/api/webhooks/abc/tok").is_err());
-        assert!(u("https://discord.com/api/webhooks/123").is_err());
-        assert!(u("https://example.com/hook").is_err());
-    }
 
     #[test]
     fn fits_limits() {

@@ -12,7 +12,8 @@ pub mod webhook;
 use serde_json::Value;
 use thiserror::Error;
 
-use crate::config::{Target, TargetKind};
+use crate::config::Target;
+use crate::model::TargetKind;
 use crate::render::Rendered;
 use crate::secret::{Secret, WebhookUrl};
 
@@ -133,35 +134,5 @@ fn object(kind: TargetKind, v: Value) -> Result<serde_json::Map<String, Value>, 
             kind,
             found: crate::event::type_name(&other),
         }),
-    }
-}
-
-/// Checks a destination URL for `kind` and wraps it so its token stays
-/// secret. The error never contains the URL.
-pub fn validate_url(kind: TargetKind, text: &str) -> Result<WebhookUrl, String> {
-    let url = url::Url::parse(text.trim()).map_err(|e| format!("not a URL ({e})"))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!("scheme `{}` is not http or https", url.scheme()));
-    }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err("no host".into());
-    }
-    match kind {
-        TargetKind::Discord => discord::normalise_url(url),
-        TargetKind::Slack => Ok(WebhookUrl::new(url, 1)),
-        _ => Ok(WebhookUrl::new(url, 0)),
-    }
-}
-
-/// What a valid URL looks like, for hints.
-pub fn url_example(kind: TargetKind) -> &'static str {
-    match kind {
-        TargetKind::Discord => {
-            "a Discord webhook URL looks like https://discord.com/api/webhooks/ID/TOKEN (channel settings → Integrations → Webhooks)"
-        }
-        TargetKind::Slack => {
-            "a Slack incoming webhook URL looks like https://hooks.slack.com/services/T…/B…/…"
-        }
-        _ => "write an http:// or https:// URL",
     }
 }

@@ -4,8 +4,9 @@
 use serde_json::{Map, Value};
 
 use super::{BuildError, object};
-use crate::config::TargetKind;
-use crate::render::{Rendered, fit_slack_string};
+use crate::model::TargetKind;
+use crate::render::Rendered;
+use crate::text::fit_slack_string;
 
 pub const TEXT_MAX: usize = 40_000;
 pub const BLOCKS_MAX: usize = 50;
@@ -117,7 +118,7 @@ fn fit_text_object(obj: Option<&mut Value>, max: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::render::text_len;
+    use crate::text::text_len;
     use serde_json::json;
 
     #[test]

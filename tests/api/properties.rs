@@ -22,12 +22,13 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use crisp_relay::config::{RateLimit, RetryPolicy, Target, TargetKind};
-use crisp_relay::render::{
-    Rendered, Renderer, TemplateSource, escape_discord, escape_slack, fit_string, text_len,
-    truncate, truncate_slack,
-};
+use crisp_relay::config::Target;
+use crisp_relay::model::{RateLimit, RetryPolicy, TargetKind};
+use crisp_relay::render::{Rendered, Renderer, TemplateSource};
 use crisp_relay::targets::{self, Body, discord, slack};
+use crisp_relay::text::{
+    escape_discord, escape_slack, fit_string, text_len, truncate, truncate_slack,
+};
 use proptest::prelude::*;
 use proptest::sample::select;
 use proptest::test_runner::{Config, TestCaseError};

@@ -13,11 +13,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crisp_relay::Relay;
-use crisp_relay::config::RetryPolicy;
 use crisp_relay::delivery::classify::{Answer, TransportError};
 use crisp_relay::delivery::transport::{SendFuture, Transport};
 use crisp_relay::delivery::{Engine, Shared, WallClock, backoff};
 use crisp_relay::event::Event;
+use crisp_relay::model::RetryPolicy;
 use crisp_relay::store::{NewEvent, SqliteStore};
 use crisp_relay::targets::{Body, OutgoingRequest};
 use serde_json::Value;
