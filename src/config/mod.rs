@@ -1,0 +1,209 @@
+//! `relay.yaml` → a typed, validated [`Config`].
+//!
+//! Owns the file's shape (strict: unknown keys are errors), `${VAR}` and
+//! `${VAR:-default}` interpolation, units (`500ms`, `1MiB`), and every check a
+//! user's mistake can trip, each reported with file, line, column and a hint.
+//! Matchers are compiled here (through [`crate::routing`]) so nothing
+//! downstream re-checks. This module does no I/O: the caller reads the file and
+//! supplies the environment; template files are checked afterwards by
+//! [`Config::check_templates`].
+//!
+//! Files: `raw` (the serde shape), `interp` (variables), `units`,
+//! `diagnostics` (errors and their wording), `validate` (sections and
+//! routes), `target` (one target). The validated types live here.
+
+mod diagnostics;
+mod interp;
+mod raw;
+mod target;
+mod units;
+mod validate;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use diagnostics::{ConfigError, ConfigErrors};
+pub use interp::EnvLookup;
+pub use units::{parse_duration, parse_size};
+
+use diagnostics::yaml_error;
+use raw::RawConfig;
+use validate::Ctx;
+
+use crate::model::{RateLimit, RetryPolicy, TargetKind};
+use crate::routing::Router;
+use crate::secret::{HookKey, Secret, WebhookUrl};
+use crate::suggest::did_you_mean;
+
+/// A validated destination.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub name: String,
+    pub kind: TargetKind,
+    /// `None` for `stdout`, and for a target whose `url` is empty (disabled).
+    pub url: Option<WebhookUrl>,
+    pub enabled: bool,
+    /// Discord only: the name shown for the message.
+    pub username: Option<String>,
+    /// Discord only: the avatar shown for the message.
+    pub avatar_url: Option<String>,
+    /// Webhook only: extra headers; values may hold tokens.
+    pub headers: Vec<(String, Secret)>,
+    /// Webhook only: POST (default), PUT or PATCH.
+    pub method: &'static str,
+    /// `None`: unlimited.
+    pub rate_limit: Option<RateLimit>,
+    pub retry: RetryPolicy,
+    pub timeout: Duration,
+    /// Webhook only: most deliveries sent together as one JSON array (1:
+    /// one request per delivery, the default).
+    pub batch: usize,
+}
+
+/// The largest `batch` a webhook target may ask for.
+pub const MAX_BATCH: u64 = 1000;
+
+/// The ingest listener's settings.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub path: String,
+    pub keys: Vec<HookKey>,
+    pub max_body: u64,
+    pub header_read_timeout: Duration,
+    pub body_read_timeout: Duration,
+    pub max_connections: usize,
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// `None`: no admin listener.
+    pub listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub path: PathBuf,
+    /// How long delivered rows are kept.
+    pub retention: Duration,
+    /// How many accepted requests may wait for the next group commit before
+    /// ingest answers 503.
+    pub queue_capacity: usize,
+}
+
+/// Where a route's template name was written, to report a missing template.
+#[derive(Debug, Clone)]
+struct TemplateRef {
+    route: usize,
+    line: u64,
+    column: u64,
+}
+
+/// The whole validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from, as given (for messages).
+    pub file: String,
+    pub server: ServerConfig,
+    pub admin: AdminConfig,
+    pub store: StoreConfig,
+    pub templates_dir: PathBuf,
+    pub targets: Vec<Target>,
+    pub router: Router,
+    template_refs: Vec<TemplateRef>,
+}
+
+impl Config {
+    /// Parses and validates `source` (the text of `file`). Relative paths are
+    /// resolved against `base_dir` (the config file's directory).
+    pub fn parse(
+        source: &str,
+        file: &str,
+        base_dir: &Path,
+        env: EnvLookup<'_>,
+    ) -> Result<Config, ConfigErrors> {
+        let raw: RawConfig =
+            serde_saphyr::from_str(source).map_err(|e| ConfigErrors(vec![yaml_error(file, &e)]))?;
+        let mut ctx = Ctx {
+            file,
+            env,
+            errors: Vec::new(),
+        };
+        let config = validate::validate(&mut ctx, raw, file, base_dir);
+        match (config, ctx.errors.is_empty()) {
+            (Some(c), true) => Ok(c),
+            _ => Err(ConfigErrors(ctx.errors)),
+        }
+    }
+
+    /// Checks that each route's template resolves for each of its targets.
+    /// `resolves(name, kind)` says whether a template exists; `known` lists
+    /// the template names found, for hints.
+    pub fn check_templates(
+        &self,
+        resolves: impl Fn(&str, TargetKind) -> Option<String>,
+        missing_paths: impl Fn(&str, TargetKind) -> Vec<String>,
+        known: &[String],
+    ) -> Result<(), ConfigErrors> {
+        let mut errors = Vec::new();
+        for r in &self.template_refs {
+            let route = &self.router.routes()[r.route];
+            let Some(name) = &route.template else {
+                continue;
+            };
+            for &t in &route.targets {
+                let target = &self.targets[t];
+                // Webhook and stdout targets fall back to the original event.
+                if resolves(name, target.kind).is_some()
+                    || matches!(target.kind, TargetKind::Webhook | TargetKind::Stdout)
+                {
+                    continue;
+                }
+                let hint = did_you_mean(
+                    name,
+                    known.iter().map(String::as_str).filter(|k| *k != name),
+                )
+                .map(|s| format!("did you mean `{s}`?"))
+                .or_else(|| {
+                    Some(if known.is_empty() {
+                        "create one of those files".to_owned()
+                    } else {
+                        format!(
+                            "create one of those files, or use an existing template: {}",
+                            known.join(", ")
+                        )
+                    })
+                });
+                errors.push(ConfigError {
+                    file: self.file.clone(),
+                    line: r.line,
+                    column: r.column,
+                    message: format!(
+                        "route `{}`: no template `{name}` for target `{}` (kind {}); looked for {}",
+                        route.name,
+                        target.name,
+                        target.kind,
+                        missing_paths(name, target.kind).join(", ")
+                    ),
+                    hint,
+                });
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigErrors(errors))
+        }
+    }
+
+    /// The targets that are enabled, for workers and start-up logs.
+    pub fn enabled_targets(&self) -> impl Iterator<Item = &Target> {
+        self.targets.iter().filter(|t| t.enabled)
+    }
+
+    pub fn target_index(&self, name: &str) -> Option<usize> {
+        self.targets.iter().position(|t| t.name == name)
+    }
+}

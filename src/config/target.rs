@@ -1,0 +1,272 @@
+//! Validation of one `targets.NAME` entry: its kind, URL, headers, quota,
+//! retry policy, timeout and batch size.
+
+use std::time::Duration;
+
+use super::raw::{RawTarget, S};
+use super::validate::Ctx;
+use super::{MAX_BATCH, Target};
+use crate::model::{
+    MAX_ATTEMPTS, RateLimit, RetryPolicy, TargetKind, check_url, default_rate_limit, url_example,
+};
+use crate::secret::{Secret, WebhookUrl};
+use crate::suggest::did_you_mean;
+
+pub(super) fn validate_target(ctx: &mut Ctx, name: &str, raw: &S<RawTarget>) -> Option<Target> {
+    let t = &raw.value;
+    let kinds: Vec<&str> = TargetKind::ALL.iter().map(|k| k.as_str()).collect();
+    let Some(kind) = TargetKind::parse(&t.kind.value) else {
+        let hint = did_you_mean(&t.kind.value, kinds.iter().copied())
+            .map(|s| format!("did you mean `{s}`?"))
+            .unwrap_or_else(|| format!("kinds are: {}", kinds.join(", ")));
+        ctx.err(
+            &t.kind,
+            format!("target `{name}`: unknown kind `{}`", t.kind.value),
+            Some(hint),
+        );
+        return None;
+    };
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        ctx.err(
+            raw,
+            format!("target name `{name}` may only use letters, digits, `-` and `_`"),
+            None,
+        );
+    }
+    let only = |ctx: &mut Ctx, field: &str, present: bool, allowed: &[TargetKind]| {
+        if present && !allowed.contains(&kind) {
+            let list: Vec<&str> = allowed.iter().map(|k| k.as_str()).collect();
+            ctx.err(
+                raw,
+                format!(
+                    "target `{name}` (kind {kind}): `{field}` is only for {} targets",
+                    list.join(", ")
+                ),
+                Some(format!("remove `{field}`")),
+            );
+        }
+    };
+    only(
+        ctx,
+        "url",
+        t.url.is_some(),
+        &[TargetKind::Discord, TargetKind::Slack, TargetKind::Webhook],
+    );
+    only(
+        ctx,
+        "username",
+        t.username.is_some(),
+        &[TargetKind::Discord],
+    );
+    only(
+        ctx,
+        "avatar_url",
+        t.avatar_url.is_some(),
+        &[TargetKind::Discord],
+    );
+    only(ctx, "headers", t.headers.is_some(), &[TargetKind::Webhook]);
+    only(ctx, "method", t.method.is_some(), &[TargetKind::Webhook]);
+    only(ctx, "batch", t.batch.is_some(), &[TargetKind::Webhook]);
+
+    let mut enabled = true;
+    let url = match (&t.url, kind) {
+        (_, TargetKind::Stdout) => None,
+        (None, _) => {
+            ctx.err(
+                raw,
+                format!("target `{name}` (kind {kind}) has no `url`"),
+                Some("add `url: \"${...}\"`; an empty url disables the target".into()),
+            );
+            return None;
+        }
+        (Some(u), _) => {
+            let text = ctx.interp(u, &format!("target `{name}` url"))?;
+            if text.trim().is_empty() {
+                enabled = false;
+                None
+            } else {
+                match check_url(kind, &text) {
+                    Ok(c) => Some(WebhookUrl::new(c.url, c.public_segments)),
+                    Err(why) => {
+                        // Never echo the URL: it holds the token.
+                        ctx.err(
+                            u,
+                            format!("target `{name}`: invalid {kind} url: {why}"),
+                            Some(url_example(kind).into()),
+                        );
+                        return None;
+                    }
+                }
+            }
+        }
+    };
+    let username = match &t.username {
+        Some(u) => Some(ctx.interp(u, &format!("target `{name}` username"))?),
+        None => None,
+    };
+    let avatar_url = match &t.avatar_url {
+        Some(u) => Some(ctx.interp(u, &format!("target `{name}` avatar_url"))?),
+        None => None,
+    };
+    let mut headers = Vec::new();
+    if let Some(h) = &t.headers {
+        for (k, v) in &h.value {
+            if http_header_name_ok(k) {
+                if let Some(val) = ctx.interp(v, &format!("target `{name}` header `{k}`")) {
+                    if val.contains(['\r', '\n']) {
+                        ctx.err(
+                            v,
+                            format!("target `{name}` header `{k}`: value contains a line break"),
+                            None,
+                        );
+                    }
+                    headers.push((k.clone(), Secret::new(val)));
+                }
+            } else {
+                ctx.err(
+                    h,
+                    format!("target `{name}`: `{k}` is not a valid header name"),
+                    Some("header names use letters, digits and `-`".into()),
+                );
+            }
+        }
+    }
+    let method = match &t.method {
+        None => "POST",
+        Some(m) => match m.value.to_ascii_uppercase().as_str() {
+            "POST" => "POST",
+            "PUT" => "PUT",
+            "PATCH" => "PATCH",
+            _ => {
+                ctx.err(
+                    m,
+                    format!("target `{name}`: method `{}` is not supported", m.value),
+                    Some("use POST, PUT or PATCH".into()),
+                );
+                "POST"
+            }
+        },
+    };
+    let rate_limit = match &t.rate_limit {
+        Some(rl) => {
+            let r = &rl.value;
+            let per = ctx.duration(
+                &Some(r.per.clone()),
+                &format!("target `{name}` rate_limit.per"),
+                Duration::from_secs(1),
+            );
+            if r.requests.value == 0 || r.requests.value > u64::from(u32::MAX) {
+                ctx.err(
+                    &r.requests,
+                    format!("target `{name}`: rate_limit.requests must be at least 1"),
+                    Some("remove rate_limit for no limit".into()),
+                );
+            }
+            if per.is_zero() {
+                ctx.err(
+                    &r.per,
+                    format!("target `{name}`: rate_limit.per must be longer than 0"),
+                    None,
+                );
+            }
+            let requests = r.requests.value.clamp(1, u64::from(u32::MAX)) as u32;
+            let burst = r
+                .burst
+                .as_ref()
+                .map_or(requests, |b| b.value.clamp(1, u64::from(u32::MAX)) as u32);
+            Some(RateLimit {
+                requests,
+                per,
+                burst,
+            })
+        }
+        None => default_rate_limit(kind),
+    };
+    let mut retry = RetryPolicy::default();
+    if let Some(r) = &t.retry {
+        let r = &r.value;
+        if let Some(n) = &r.max_attempts {
+            if n.value == 0 {
+                ctx.err(
+                    n,
+                    format!("target `{name}`: retry.max_attempts must be at least 1"),
+                    None,
+                );
+            }
+            retry.max_attempts = n.value.clamp(1, u64::from(MAX_ATTEMPTS)) as u32;
+        }
+        retry.initial_backoff = ctx.duration(
+            &r.initial_backoff,
+            &format!("target `{name}` retry.initial_backoff"),
+            retry.initial_backoff,
+        );
+        retry.max_backoff = ctx.duration(
+            &r.max_backoff,
+            &format!("target `{name}` retry.max_backoff"),
+            retry.max_backoff,
+        );
+        retry.max_age = ctx.duration(
+            &r.max_age,
+            &format!("target `{name}` retry.max_age"),
+            retry.max_age,
+        );
+        if retry.max_backoff < retry.initial_backoff {
+            ctx.err(
+                t.retry.as_ref()?,
+                format!("target `{name}`: retry.max_backoff is shorter than retry.initial_backoff"),
+                None,
+            );
+        }
+    }
+    let timeout = ctx.duration(
+        &t.timeout,
+        &format!("target `{name}` timeout"),
+        Duration::from_secs(10),
+    );
+    if timeout.is_zero() {
+        ctx.err(
+            t.timeout.as_ref()?,
+            format!("target `{name}`: timeout must be longer than 0"),
+            None,
+        );
+    }
+    let batch = match &t.batch {
+        None => 1,
+        Some(b) if (1..=MAX_BATCH).contains(&b.value) => b.value as usize,
+        Some(b) => {
+            ctx.err(
+                b,
+                format!(
+                    "target `{name}`: batch must be from 1 to {MAX_BATCH}, not {}",
+                    b.value
+                ),
+                Some("1 sends one request per delivery; N sends up to N as one JSON array".into()),
+            );
+            1
+        }
+    };
+    Some(Target {
+        name: name.to_owned(),
+        kind,
+        url,
+        enabled,
+        username,
+        avatar_url,
+        headers,
+        method,
+        rate_limit,
+        retry,
+        timeout,
+        batch,
+    })
+}
+
+pub(super) fn http_header_name_ok(k: &str) -> bool {
+    !k.is_empty()
+        && k.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}

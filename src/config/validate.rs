@@ -1,0 +1,428 @@
+//! Raw shape → validated [`Config`]: the checks of every section but the
+//! targets (in `target`), each mistake recorded with its position in
+//! [`Ctx`], and the compilation of route matchers.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use super::diagnostics::ConfigError;
+use super::interp::{EnvLookup, InterpError, interpolate};
+use super::raw::*;
+use super::target::validate_target;
+use super::units::{parse_duration, parse_size};
+use super::*;
+use crate::routing::{Condition, FieldPath, Route, Router, Test};
+use crate::secret::HookKey;
+use crate::suggest::did_you_mean;
+
+pub(super) struct Ctx<'a> {
+    pub(super) file: &'a str,
+    pub(super) env: EnvLookup<'a>,
+    pub(super) errors: Vec<ConfigError>,
+}
+
+impl Ctx<'_> {
+    pub(super) fn err<T>(&mut self, at: &S<T>, message: impl Into<String>, hint: Option<String>) {
+        self.err_at(at.referenced.line(), at.referenced.column(), message, hint);
+    }
+
+    pub(super) fn err_at(
+        &mut self,
+        line: u64,
+        column: u64,
+        message: impl Into<String>,
+        hint: Option<String>,
+    ) {
+        self.errors.push(ConfigError {
+            file: self.file.to_owned(),
+            line,
+            column,
+            message: message.into(),
+            hint,
+        });
+    }
+
+    /// Interpolates `${VAR}` / `${VAR:-default}` in a string value.
+    pub(super) fn interp(&mut self, s: &S<String>, what: &str) -> Option<String> {
+        match interpolate(&s.value, self.env) {
+            Ok(v) => Some(v),
+            Err(InterpError::Unset(var)) => {
+                self.err(
+                    s,
+                    format!("{what}: environment variable `{var}` is not set"),
+                    Some(format!(
+                        "export {var}=..., or give a default: `${{{var}:-default}}`"
+                    )),
+                );
+                None
+            }
+            Err(InterpError::Malformed(why)) => {
+                self.err(
+                    s,
+                    format!("{what}: {why}"),
+                    Some("write `${VAR}` or `${VAR:-default}`; `$$` is a literal `$`".into()),
+                );
+                None
+            }
+        }
+    }
+
+    pub(super) fn duration(
+        &mut self,
+        s: &Option<S<String>>,
+        what: &str,
+        default: Duration,
+    ) -> Duration {
+        let Some(s) = s else { return default };
+        let Some(text) = self.interp(s, what) else {
+            return default;
+        };
+        match parse_duration(&text) {
+            Ok(d) => d,
+            Err(e) => {
+                self.err(
+                    s,
+                    format!("{what}: {e}"),
+                    Some("durations look like `500ms`, `2s`, `5m`, `24h` or `7d`".into()),
+                );
+                default
+            }
+        }
+    }
+}
+
+pub(super) fn socket_addr(
+    ctx: &mut Ctx,
+    s: &Option<S<String>>,
+    what: &str,
+    default: &str,
+) -> Option<SocketAddr> {
+    let Some(s) = s else {
+        return default.parse().ok();
+    };
+    let text = ctx.interp(s, what)?;
+    match text.parse() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            ctx.err(
+                s,
+                format!("{what}: `{text}` is not an address"),
+                Some("write IP:PORT, e.g. `0.0.0.0:8080` or `[::]:8080`".into()),
+            );
+            None
+        }
+    }
+}
+
+pub(super) fn validate(
+    ctx: &mut Ctx,
+    raw: RawConfig,
+    _file: &str,
+    base_dir: &Path,
+) -> Option<Config> {
+    let server = validate_server(ctx, &raw.server);
+    let admin_listen = match &raw.admin {
+        Some(a) => match &a.listen {
+            Some(l) if l.value.is_empty() => None,
+            other => socket_addr(ctx, other, "admin.listen", "127.0.0.1:9090"),
+        },
+        None => "127.0.0.1:9090".parse().ok(),
+    };
+    let store = validate_store(ctx, raw.store.as_ref(), base_dir);
+    let templates_dir = match &raw.templates {
+        Some(t) => ctx
+            .interp(t, "templates")
+            .map(|p| base_dir.join(p))
+            .unwrap_or_default(),
+        None => base_dir.join("templates"),
+    };
+
+    let mut targets = Vec::new();
+    for (name, t) in &raw.targets {
+        if let Some(target) = validate_target(ctx, name, t) {
+            targets.push(target);
+        }
+    }
+    let names: Vec<&str> = raw.targets.keys().map(String::as_str).collect();
+
+    let mut routes = Vec::new();
+    let mut template_refs = Vec::new();
+    let mut seen: HashMap<&str, u64> = HashMap::new();
+    for r in &raw.routes {
+        let route = &r.value;
+        let name_line = route.name.referenced.line();
+        if let Some(&first) = seen.get(route.name.value.as_str()) {
+            ctx.err(
+                &route.name,
+                format!(
+                    "route name `{}` is used twice (first on line {first})",
+                    route.name.value
+                ),
+                Some("give each route its own name".into()),
+            );
+        } else {
+            seen.insert(&route.name.value, name_line);
+        }
+        let conditions = match &route.matcher {
+            Some(m) => compile_match(ctx, &route.name.value, &m.value),
+            None => Vec::new(),
+        };
+        if route.to.value.is_empty() {
+            ctx.err(
+                &route.to,
+                format!("route `{}` sends to no target", route.name.value),
+                Some(format!(
+                    "list targets in `to:`; defined targets: {}",
+                    names.join(", ")
+                )),
+            );
+        }
+        let mut route_targets = Vec::new();
+        for to in &route.to.value {
+            match targets.iter().position(|t: &Target| t.name == to.value) {
+                Some(i) => route_targets.push(i),
+                None if raw.targets.contains_key(&to.value) => {} // invalid target, already reported
+                None => {
+                    let hint = did_you_mean(&to.value, names.iter().copied())
+                        .map(|s| format!("did you mean `{s}`?"))
+                        .unwrap_or_else(|| format!("defined targets: {}", names.join(", ")));
+                    ctx.err(
+                        to,
+                        format!(
+                            "route `{}` names unknown target `{}`",
+                            route.name.value, to.value
+                        ),
+                        Some(hint),
+                    );
+                }
+            }
+        }
+        if let Some(t) = &route.template {
+            if t.value.is_empty() || t.value.contains(['/', '\\']) || t.value.contains("..") {
+                ctx.err(t, format!("route `{}`: `{}` is not a template name", route.name.value, t.value), Some("write a bare name such as `visitor_message`; files are looked up in the templates directory".into()));
+            }
+            template_refs.push(TemplateRef {
+                route: routes.len(),
+                line: t.referenced.line(),
+                column: t.referenced.column(),
+            });
+        } else {
+            for &i in &route_targets {
+                let target: &Target = &targets[i];
+                if matches!(target.kind, TargetKind::Discord | TargetKind::Slack) {
+                    ctx.err(
+                        r,
+                        format!(
+                            "route `{}` sends to {} target `{}` but names no template",
+                            route.name.value, target.kind, target.name
+                        ),
+                        Some("add `template: NAME` (e.g. `template: visitor_message`)".into()),
+                    );
+                }
+            }
+        }
+        routes.push(Route {
+            name: route.name.value.clone(),
+            conditions,
+            targets: route_targets,
+            template: route.template.as_ref().map(|t| t.value.clone()),
+            continue_matching: route.continue_matching,
+        });
+    }
+
+    let enabled = targets.iter().map(|t| t.enabled).collect();
+    Some(Config {
+        file: ctx.file.to_owned(),
+        server: server?,
+        admin: AdminConfig {
+            listen: admin_listen,
+        },
+        store: store?,
+        templates_dir,
+        targets,
+        router: Router::new(routes, enabled),
+        template_refs,
+    })
+}
+
+pub(super) fn validate_server(ctx: &mut Ctx, raw: &S<RawServer>) -> Option<ServerConfig> {
+    let s = &raw.value;
+    let listen = socket_addr(ctx, &s.listen, "server.listen", "0.0.0.0:8080");
+    let path = match &s.path {
+        Some(p) => {
+            let v = ctx.interp(p, "server.path")?;
+            if !v.starts_with('/') || v.contains(['?', '#']) {
+                ctx.err(
+                    p,
+                    format!("server.path `{v}` must be a path starting with `/`"),
+                    Some("e.g. `/crisp/hooks`".into()),
+                );
+            }
+            v
+        }
+        None => "/crisp/hooks".to_owned(),
+    };
+    let mut keys = Vec::new();
+    match &s.keys {
+        None => ctx.err(raw, "server.keys is missing: the relay refuses to run without a hook key", Some("add `keys: [\"${CRISP_HOOK_KEY}\"]` and set CRISP_HOOK_KEY to a long random string".into())),
+        Some(list) => {
+            for k in &list.value {
+                if let Some(v) = ctx.interp(k, "server.keys") {
+                    if v.is_empty() {
+                        ctx.err(k, "server.keys: a key is empty", Some("set the variable to a long random string, e.g. `openssl rand -hex 24`".into()));
+                    } else {
+                        keys.push(HookKey::new(v));
+                    }
+                }
+            }
+            if list.value.is_empty() {
+                ctx.err(list, "server.keys is empty: the relay refuses to run without a hook key", Some("add at least one key, e.g. `keys: [\"${CRISP_HOOK_KEY}\"]`".into()));
+            }
+        }
+    }
+    let max_body = match &s.max_body {
+        None => 1 << 20,
+        Some(sp) => {
+            let parsed = match &sp.value {
+                StringOrNumber::Number(n) => Ok(*n),
+                StringOrNumber::String(t) => parse_size(t),
+            };
+            match parsed {
+                Ok(0) => {
+                    ctx.err(
+                        sp,
+                        "server.max_body cannot be 0",
+                        Some("e.g. `1MiB`".into()),
+                    );
+                    0
+                }
+                Ok(n) => n,
+                Err(e) => {
+                    ctx.err(
+                        sp,
+                        format!("server.max_body: {e}"),
+                        Some("sizes look like `1MiB`, `512KiB` or a byte count".into()),
+                    );
+                    0
+                }
+            }
+        }
+    };
+    let max_connections = match &s.max_connections {
+        Some(n) if n.value == 0 => {
+            ctx.err(n, "server.max_connections cannot be 0", None);
+            1
+        }
+        Some(n) => n.value as usize,
+        None => 1024,
+    };
+    Some(ServerConfig {
+        listen: listen?,
+        path,
+        keys,
+        max_body,
+        header_read_timeout: ctx.duration(
+            &s.header_read_timeout,
+            "server.header_read_timeout",
+            Duration::from_secs(5),
+        ),
+        body_read_timeout: ctx.duration(
+            &s.body_read_timeout,
+            "server.body_read_timeout",
+            Duration::from_secs(10),
+        ),
+        max_connections,
+        shutdown_timeout: ctx.duration(
+            &s.shutdown_timeout,
+            "server.shutdown_timeout",
+            Duration::from_secs(10),
+        ),
+    })
+}
+
+pub(super) fn validate_store(
+    ctx: &mut Ctx,
+    raw: Option<&RawStore>,
+    base_dir: &Path,
+) -> Option<StoreConfig> {
+    let path = match raw.and_then(|r| r.path.as_ref()) {
+        Some(p) => base_dir.join(ctx.interp(p, "store.path")?),
+        None => base_dir.join("data/relay.db"),
+    };
+    let retention = ctx.duration(
+        &raw.and_then(|r| r.retention.clone()),
+        "store.retention",
+        Duration::from_secs(7 * 86_400),
+    );
+    let queue_capacity = match raw.and_then(|r| r.queue_capacity.as_ref()) {
+        Some(n) if n.value == 0 => {
+            ctx.err(n, "store.queue_capacity cannot be 0", None);
+            1
+        }
+        Some(n) => n.value as usize,
+        None => 4096,
+    };
+    Some(StoreConfig {
+        path,
+        retention,
+        queue_capacity,
+    })
+}
+
+pub(super) fn compile_match(ctx: &mut Ctx, route: &str, m: &RawMatch) -> Vec<Condition> {
+    let mut out = Vec::new();
+    for (key, value) in &m.0 {
+        match value {
+            RawMatchValue::Any(groups) => {
+                if groups.value.is_empty() {
+                    ctx.err(
+                        groups,
+                        format!("route `{route}`: `any` needs at least one alternative"),
+                        None,
+                    );
+                }
+                let compiled = groups
+                    .value
+                    .iter()
+                    .map(|g| compile_match(ctx, route, &g.value))
+                    .collect();
+                out.push(Condition::Any(compiled));
+            }
+            RawMatchValue::Test(v) => {
+                let path = match FieldPath::parse(&key.value) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        ctx.err(key, format!("route `{route}`: {e}"), None);
+                        continue;
+                    }
+                };
+                let root = key.value.split('.').next().unwrap_or_default();
+                if !["event", "website_id", "data", "timestamp"].contains(&root) {
+                    let hint = did_you_mean(root, ["event", "website_id", "data", "timestamp", "any"])
+                        .map(|s| format!("did you mean `{s}`?"))
+                        .unwrap_or_else(|| "paths start at the envelope: `event`, `website_id`, `timestamp` or `data.<field>` (e.g. `data.from`)".into());
+                    ctx.err(
+                        key,
+                        format!(
+                            "route `{route}`: field `{}` is not in a Crisp event",
+                            key.value
+                        ),
+                        Some(hint),
+                    );
+                    continue;
+                }
+                match Test::compile(&v.value) {
+                    Ok(test) => out.push(Condition::Field { path, test }),
+                    Err(e) => ctx.err(
+                        v,
+                        format!("route `{route}`, field `{}`: {e}", key.value),
+                        None,
+                    ),
+                }
+            }
+        }
+    }
+    out
+}
