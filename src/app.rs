@@ -15,7 +15,7 @@ use crate::config::{Config, ConfigErrors, Target};
 use crate::event::Event;
 use crate::render::{RenderError, Renderer, TemplateError, TemplateSource};
 use crate::routing::Decision;
-use crate::store::NewDelivery;
+use crate::store::{NewDelivery, PendingGroup, TemplateFilter};
 use crate::targets::{self, BuildError, OutgoingRequest};
 
 /// Why a relay could not be loaded. Each says what and where.
@@ -72,15 +72,20 @@ impl Relay {
         path: &Path,
         env: crate::config::EnvLookup<'_>,
     ) -> Result<Self, LoadError> {
-        let text = std::fs::read_to_string(path).map_err(|source| LoadError::ReadConfig {
-            path: path.display().to_string(),
-            source,
-        })?;
-        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let config = Config::parse(&text, &path.display().to_string(), &base, env)
+        let (text, base) = read_config(path)?;
+        let mut config = Config::parse(&text, &path.display().to_string(), &base, env)
             .map_err(LoadError::Config)?;
         let sources = read_templates(&config.templates_dir)?;
         let renderer = Renderer::new(&sources).map_err(LoadError::Templates)?;
+        for (file, why) in renderer.ignored() {
+            config.warnings.push(crate::config::ConfigError {
+                file: config.templates_dir.join(file).display().to_string(),
+                line: 1,
+                column: 1,
+                message: format!("template file ignored: {why}"),
+                hint: Some("name templates NAME.hbs, NAME.<kind>.hbs or NAME.<kind>.json.hbs, with <kind> one of discord, slack, webhook, stdout; _NAME.hbs is a partial".into()),
+            });
+        }
         let names = renderer.names();
         let dir = config.templates_dir.clone();
         config
@@ -137,6 +142,93 @@ impl Relay {
     ) -> Result<OutgoingRequest, PrepareError> {
         let rendered = self.renderer.render(template, target.kind, event)?;
         Ok(targets::build(target, rendered, event)?)
+    }
+}
+
+/// The text of the config file at `path` and the directory its relative
+/// paths start from.
+fn read_config(path: &Path) -> Result<(String, PathBuf), LoadError> {
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::ReadConfig {
+        path: path.display().to_string(),
+        source,
+    })?;
+    Ok((
+        text,
+        path.parent().map(Path::to_path_buf).unwrap_or_default(),
+    ))
+}
+
+/// Only the start-up part of the config file at `path` (listeners, store):
+/// see [`Config::parse_startup`].
+pub fn load_startup(
+    path: &Path,
+    env: crate::config::EnvLookup<'_>,
+) -> Result<crate::config::Startup, LoadError> {
+    let (text, base) = read_config(path)?;
+    Config::parse_startup(&text, &path.display().to_string(), &base, env).map_err(LoadError::Config)
+}
+
+/// Queued deliveries that a configuration cannot send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Orphan {
+    pub target: String,
+    pub template: Option<String>,
+    pub count: i64,
+    /// Why, in a user's words.
+    pub why: String,
+}
+
+impl Relay {
+    /// Which queued rows the worker of `target` can render: for a kind that
+    /// needs a template, those naming one that resolves for it.
+    pub fn template_filter(&self, target: &Target) -> TemplateFilter {
+        if !target.kind.needs_template() {
+            return TemplateFilter::Any;
+        }
+        TemplateFilter::OneOf(
+            self.renderer
+                .names()
+                .into_iter()
+                .filter(|n| self.renderer.resolve(n, target.kind).is_some())
+                .collect(),
+        )
+    }
+
+    /// The pending groups this configuration cannot send: their target is
+    /// no longer configured, or their template does not exist for it. They
+    /// stay queued (a worker skips them) and resume when the name comes
+    /// back; `crisp-relay queue` moves or purges them.
+    pub fn orphans(&self, groups: &[PendingGroup]) -> Vec<Orphan> {
+        groups
+            .iter()
+            .filter_map(|g| {
+                let why = match self.config.target_index(&g.target) {
+                    None => "no target of this name in the configuration".to_owned(),
+                    Some(i) => {
+                        let target = &self.config.targets[i];
+                        let sendable = match self.template_filter(target) {
+                            TemplateFilter::Any => true,
+                            TemplateFilter::OneOf(names) => {
+                                g.template.as_ref().is_some_and(|t| names.contains(t))
+                            }
+                        };
+                        if sendable {
+                            return None;
+                        }
+                        match &g.template {
+                            Some(t) => format!("no template `{t}` for {} targets", target.kind),
+                            None => format!("{} targets need a template", target.kind),
+                        }
+                    }
+                };
+                Some(Orphan {
+                    target: g.target.clone(),
+                    template: g.template.clone(),
+                    count: g.count,
+                    why,
+                })
+            })
+            .collect()
     }
 }
 

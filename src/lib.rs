@@ -9,6 +9,7 @@
 
 pub mod app;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod delivery;
 pub mod event;
@@ -27,6 +28,7 @@ pub mod text;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -34,13 +36,12 @@ use tokio_util::sync::CancellationToken;
 
 pub use app::Relay;
 
-/// Milliseconds since the Unix epoch, now.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
-}
+use clock::Clock;
+use config::Startup;
+use delivery::TargetStates;
+use delivery::limiter::Limiters;
+use delivery::transport::Transport;
+use store::Store;
 
 /// Why the relay could not start.
 #[derive(Debug, thiserror::Error)]
@@ -60,17 +61,56 @@ pub enum StartError {
     Transport(String),
 }
 
+/// The listeners a relay serves on. [`start`] binds them from the config;
+/// tests bind `127.0.0.1:0` themselves and pass them to [`start_with`].
+pub struct Listeners {
+    pub ingest: TcpListener,
+    pub admin: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds `server.listen` and `admin.listen`.
+    pub async fn bind(startup: &Startup) -> Result<Self, StartError> {
+        let bind = |what, addr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind { what, addr, source })
+        };
+        let ingest = bind("server.listen", startup.listen).await?;
+        let admin = match startup.admin_listen {
+            Some(a) => Some(bind("admin.listen", a).await?),
+            None => None,
+        };
+        Ok(Self { ingest, admin })
+    }
+}
+
+/// What a relay runs with besides its configuration; tests inject each.
+pub struct Parts {
+    /// Sends requests to destinations.
+    pub transport: Arc<dyn Transport>,
+    /// The one clock of the store, the workers and ingest.
+    pub clock: Clock,
+    /// The store; `None`: open the SQLite file of `store.path`.
+    pub store: Option<Arc<dyn Store>>,
+    /// Seeds the backoff jitter; `None`: random.
+    pub seed: Option<u64>,
+}
+
 /// A started relay.
 pub struct Running {
     pub ingest_addr: SocketAddr,
     pub admin_addr: Option<SocketAddr>,
-    pub store: store::SqliteStore,
+    pub store: Arc<dyn Store>,
+    /// What each target's worker is doing.
+    pub states: TargetStates,
+    pub metrics: Arc<metrics::Metrics>,
+    live: Arc<reload::Live>,
     task: JoinHandle<()>,
     supervisor: JoinHandle<()>,
-    pruning: delivery::Engine,
+    maintenance: JoinHandle<()>,
     reload: reload::ReloadHandle,
     abort: CancellationToken,
-    shutdown_timeout: std::time::Duration,
 }
 
 impl Running {
@@ -81,54 +121,67 @@ impl Running {
 
     /// After the shutdown token is cancelled: waits until the server has
     /// finished in-flight requests and the workers their in-flight sends —
-    /// both within `server.shutdown_timeout`, after which sends still in
-    /// flight are abandoned (they stay queued) — then closes the store.
+    /// both within `server.shutdown_timeout` (of the configuration in force),
+    /// after which sends still in flight are abandoned (they stay queued) —
+    /// then closes the store.
     pub async fn finished(self) {
         let abort = self.abort.clone();
-        let deadline = self.shutdown_timeout;
+        let deadline = self.live.get().config.server.shutdown_timeout;
         let timer = tokio::spawn(async move {
             tokio::time::sleep(deadline).await;
             abort.cancel();
         });
         let _ = self.task.await;
         let _ = self.supervisor.await;
-        self.pruning.join().await;
+        let _ = self.maintenance.await;
         timer.abort();
         self.store.close().await;
     }
 }
 
 /// Opens the store, binds the listeners from the config and serves until
-/// `shutdown` is cancelled. Logs the bound addresses (port 0 picks a free one).
+/// `shutdown` is cancelled, with the real transport and the system clock.
 pub async fn start(relay: Relay, shutdown: CancellationToken) -> Result<Running, StartError> {
     let transport = delivery::transport::HttpTransport::new().map_err(StartError::Transport)?;
-    start_with(relay, Arc::new(transport), shutdown).await
+    let listeners = Listeners::bind(&relay.config.startup).await?;
+    let parts = Parts {
+        transport: Arc::new(transport),
+        clock: Clock::system(),
+        store: None,
+        seed: None,
+    };
+    start_with(relay, listeners, parts, shutdown).await
 }
 
-/// [`start`] with a given transport (tests use an in-memory one).
+/// [`start`] on given listeners and parts. Logs the bound addresses.
 pub async fn start_with(
     relay: Relay,
-    transport: Arc<dyn delivery::transport::Transport>,
+    listeners: Listeners,
+    parts: Parts,
     shutdown: CancellationToken,
 ) -> Result<Running, StartError> {
     let cfg = &relay.config;
     for t in cfg.targets.iter().filter(|t| !t.enabled) {
-        tracing::warn!(target_name = %t.name, kind = %t.kind, "target disabled: its url is empty; routes skip it");
+        tracing::warn!(target_name = %t.name, kind = %t.kind, "target disabled (empty url or `enabled: false`); routes skip it");
     }
-    let store = store::SqliteStore::open(&cfg.store.path, cfg.store.queue_capacity).await?;
-    let bind = |what, addr| async move {
-        TcpListener::bind(addr)
-            .await
-            .map_err(|source| StartError::Bind { what, addr, source })
+    for w in &cfg.warnings {
+        tracing::warn!(warning = %w, "configuration warning");
+    }
+    let store: Arc<dyn Store> = match parts.store {
+        Some(s) => s,
+        None => Arc::new(
+            store::SqliteStore::open(
+                &cfg.startup.store_path,
+                cfg.startup.queue_capacity,
+                parts.clock,
+            )
+            .await?,
+        ),
     };
-    let ingest = bind("server.listen", cfg.server.listen).await?;
-    let admin = match cfg.admin.listen {
-        Some(a) => Some(bind("admin.listen", a).await?),
-        None => None,
-    };
+    let Listeners { ingest, admin } = listeners;
     let ingest_addr = ingest.local_addr().map_err(|source| StartError::Bind {
         what: "server.listen",
-        addr: cfg.server.listen,
+        addr: cfg.startup.listen,
         source,
     })?;
     let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
@@ -136,51 +189,100 @@ pub async fn start_with(
     if let Some(a) = admin_addr {
         tracing::info!(listener = "admin", addr = %a, "listening");
     }
-    let shutdown_timeout = relay.config.server.shutdown_timeout;
+    let startup = cfg.startup.clone();
     let relay = Arc::new(relay);
     let abort = CancellationToken::new();
     let metrics = Arc::new(metrics::Metrics::new());
-    metrics.register_targets(relay.config.enabled_targets().map(|t| t.name.as_str()));
-    let clock = delivery::WallClock::new();
-    let shared = Arc::new(delivery::Shared {
-        relay: relay.clone(),
-        store: store.clone(),
-        transport: transport.clone(),
-        clock,
-        seed: None,
-        metrics: metrics.clone(),
-    });
-    let pruning = delivery::Engine::none().with_pruning(shared, shutdown.clone());
+    metrics.register_targets(relay.config.targets.iter().map(|t| t.name.as_str()));
+    let states = TargetStates::default();
     let live = Arc::new(reload::Live::new(relay.clone()));
     let (reload, supervisor) = reload::Supervisor {
         live: live.clone(),
         path: relay.path.clone(),
         store: store.clone(),
-        transport,
+        transport: parts.transport,
         metrics: metrics.clone(),
-        clock,
+        clock: parts.clock,
+        seed: parts.seed,
+        limiters: Limiters::default(),
+        states: states.clone(),
         shutdown: shutdown.clone(),
         abort: abort.clone(),
     }
     .spawn();
-    let task = tokio::spawn(server::run(
-        live,
+    let maintenance = tokio::spawn(maintain(
+        live.clone(),
         store.clone(),
+        parts.clock,
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+    let task = tokio::spawn(server::run(
+        server::Shared {
+            live: live.clone(),
+            store: store.clone(),
+            metrics: metrics.clone(),
+            reload: reload.clone(),
+            states: states.clone(),
+            clock: parts.clock,
+        },
+        startup,
         ingest,
         admin,
-        metrics,
-        reload.clone(),
         shutdown,
     ));
     Ok(Running {
         ingest_addr,
         admin_addr,
         store,
+        states,
+        metrics,
+        live,
         task,
         supervisor,
-        pruning,
+        maintenance,
         reload,
         abort,
-        shutdown_timeout,
     })
+}
+
+/// How often delivered rows past `store.retention` are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// How often orphaned deliveries are counted again (the CLI may have moved
+/// or purged some meanwhile).
+const ORPHANS_EVERY: Duration = Duration::from_secs(300);
+
+/// Retention (at start, then hourly; `store.retention` of the configuration
+/// in force) and the orphan gauges (every few minutes), until `stop`.
+async fn maintain(
+    live: Arc<reload::Live>,
+    store: Arc<dyn Store>,
+    clock: Clock,
+    metrics: Arc<metrics::Metrics>,
+    stop: CancellationToken,
+) {
+    let mut since_prune = PRUNE_EVERY;
+    loop {
+        if since_prune >= PRUNE_EVERY {
+            since_prune = Duration::ZERO;
+            let retention = live.get().config.store.retention;
+            let before_ms = clock
+                .now_ms()
+                .saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX));
+            match store.prune(before_ms).await {
+                Ok((0, 0)) => {}
+                Ok((rows, events)) => {
+                    tracing::info!(rows, events, "pruned delivered rows past retention")
+                }
+                Err(store::StoreError::Closed) => return,
+                Err(e) => tracing::warn!(error = %e, "pruning failed"),
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(ORPHANS_EVERY) => {}
+            () = stop.cancelled() => return,
+        }
+        since_prune += ORPHANS_EVERY;
+        reload::report_orphans(&live.get(), store.as_ref(), &metrics, false).await;
+    }
 }

@@ -4,7 +4,8 @@
 //! values come only from the configuration (target names) and fixed sets
 //! (outcomes, known Crisp event names) — never from event content or URLs, so
 //! cardinality stays bounded and nothing secret can leak. Gauges about the
-//! queue are read from the store at scrape time.
+//! queue are read from the store at scrape time, from the queued rows only
+//! (never the delivered history).
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -168,6 +169,9 @@ pub struct Metrics {
     pub rate_limited: Family<TargetSource, Counter>,
     pub dead_letters: Family<TargetLabel, Gauge>,
     pub config_reloads: Family<OutcomeLabel, Counter>,
+    pub target_up: Family<TargetLabel, Gauge>,
+    pub worker_restarts: Family<TargetLabel, Counter>,
+    pub orphaned: Family<TargetLabel, Gauge>,
     /// The targets whose queue gauges are exported.
     targets: std::sync::RwLock<Vec<String>>,
 }
@@ -242,6 +246,24 @@ impl Metrics {
             "Configuration reloads by outcome",
             config_reloads.clone(),
         );
+        let target_up = Family::<TargetLabel, Gauge>::default();
+        registry.register(
+            "target_up",
+            "1 while the target's worker runs; 0 when it is paused, down (restarting) or disabled",
+            target_up.clone(),
+        );
+        let worker_restarts = Family::<TargetLabel, Counter>::default();
+        registry.register(
+            "worker_restarts",
+            "Delivery workers that ended unexpectedly and were restarted",
+            worker_restarts.clone(),
+        );
+        let orphaned = Family::<TargetLabel, Gauge>::default();
+        registry.register(
+            "orphaned_deliveries",
+            "Queued deliveries whose target or template the configuration no longer has",
+            orphaned.clone(),
+        );
         let build_info = Family::<VersionLabel, Gauge>::default();
         build_info
             .get_or_create(&VersionLabel {
@@ -260,28 +282,88 @@ impl Metrics {
             rate_limited,
             dead_letters,
             config_reloads,
+            target_up,
+            worker_restarts,
+            orphaned,
             targets: std::sync::RwLock::new(Vec::new()),
         }
     }
 
-    /// Sets the queue gauges from the store's counts; targets absent from
-    /// `rows` have an empty queue. `rows`: (target, pending, oldest pending
-    /// creation ms, dead letters).
-    pub fn set_queue(&self, rows: &[(String, i64, Option<i64>, i64)], now_ms: i64) {
+    /// Sets the queue gauges from the store's figures; targets absent from
+    /// `stats` have an empty queue.
+    pub fn set_queue(&self, stats: &[crate::store::QueueStats], now_ms: i64) {
         let targets = self
             .targets
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         for target in targets {
-            let row = rows.iter().find(|r| r.0 == target);
-            let (pending, oldest, dead) = row.map_or((0, None, 0), |r| (r.1, r.2, r.3));
+            let row = stats.iter().find(|r| r.target == target);
+            let (pending, head, dead) =
+                row.map_or((0, None, 0), |r| (r.pending, r.head_queued_at_ms, r.dead));
             let label = TargetLabel { target };
             self.queue_depth.get_or_create(&label).set(pending);
             self.dead_letters.get_or_create(&label).set(dead);
-            let age = oldest.map_or(0.0, |t| (now_ms - t).max(0) as f64 / 1000.0);
+            let age = head.map_or(0.0, |t| (now_ms - t).max(0) as f64 / 1000.0);
             self.oldest_pending.get_or_create(&label).set(age);
         }
+    }
+
+    /// Sets the orphan gauges: `counts` by target name (targets no longer
+    /// configured included); the others go to 0.
+    pub fn set_orphans(&self, counts: &[(String, i64)]) {
+        let known: Vec<String> = self
+            .targets
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for t in &known {
+            if !counts.iter().any(|(n, _)| n == t) {
+                self.orphaned
+                    .get_or_create(&TargetLabel { target: t.clone() })
+                    .set(0);
+            }
+        }
+        for (t, n) in counts {
+            self.orphaned
+                .get_or_create(&TargetLabel { target: t.clone() })
+                .set(*n);
+        }
+    }
+
+    pub fn target_up(&self, target: &str, up: bool) {
+        self.target_up
+            .get_or_create(&TargetLabel {
+                target: target.to_owned(),
+            })
+            .set(i64::from(up));
+    }
+
+    pub fn worker_restart(&self, target: &str) {
+        self.worker_restarts
+            .get_or_create(&TargetLabel {
+                target: target.to_owned(),
+            })
+            .inc();
+    }
+
+    /// One send's duration, until the answer.
+    pub fn observe_send(&self, target: &str, took: std::time::Duration) {
+        self.delivery_duration
+            .get_or_create(&TargetLabel {
+                target: target.to_owned(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    /// One delivery delivered, `e2e_ms` after it was received.
+    pub fn delivered(&self, target: &str, e2e_ms: i64) {
+        self.delivery(target, "delivered");
+        self.end_to_end
+            .get_or_create(&TargetLabel {
+                target: target.to_owned(),
+            })
+            .observe(e2e_ms.max(0) as f64 / 1000.0);
     }
 
     pub fn event(&self, name: Option<&str>, outcome: &'static str) {
@@ -344,6 +426,8 @@ impl Metrics {
             let _ = self.queue_depth.get_or_create(&label);
             let _ = self.dead_letters.get_or_create(&label);
             let _ = self.oldest_pending.get_or_create(&label);
+            let _ = self.worker_restarts.get_or_create(&label);
+            let _ = self.orphaned.get_or_create(&label);
         }
         for outcome in ["ok", "rejected"] {
             let _ = self.config_reloads.get_or_create(&OutcomeLabel { outcome });

@@ -307,6 +307,14 @@ pub struct Route {
     pub continue_matching: bool,
 }
 
+impl Route {
+    /// The exact event names this route can match, if its conditions pin
+    /// `event` to strings; `None`: any name may match.
+    pub fn event_names(&self) -> Option<Vec<&str>> {
+        event_names(&self.conditions)
+    }
+}
+
 /// One delivery decided by routing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Decision {

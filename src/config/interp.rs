@@ -55,6 +55,24 @@ pub(super) fn interpolate(s: &str, env: EnvLookup<'_>) -> Result<String, InterpE
     Ok(out)
 }
 
+/// The variables of `${VAR:-}` references in `s` (an empty default) that
+/// are unset or empty in `env`: where the value silently became nothing.
+pub(super) fn empty_defaults(s: &str, env: EnvLookup<'_>) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = s;
+    while let Some(at) = rest.find("${") {
+        let after = &rest[at + 2..];
+        let Some(end) = after.find('}') else { break };
+        if let Some(name) = after[..end].strip_suffix(":-")
+            && env(name).is_none_or(|v| v.is_empty())
+        {
+            out.push(name.to_owned());
+        }
+        rest = &after[end + 1..];
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -44,6 +44,8 @@ pub struct Target {
     /// `None` for `stdout`, and for a target whose `url` is empty (disabled).
     pub url: Option<WebhookUrl>,
     pub enabled: bool,
+    /// Why it is disabled, for messages (empty when enabled).
+    pub disabled_reason: &'static str,
     /// Discord only: the name shown for the message.
     pub username: Option<String>,
     /// Discord only: the avatar shown for the message.
@@ -64,33 +66,61 @@ pub struct Target {
 /// The largest `batch` a webhook target may ask for.
 pub const MAX_BATCH: u64 = 1000;
 
-/// The ingest listener's settings.
+/// The ingest listener's settings that apply to each new connection or
+/// request (a reload changes them).
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    pub listen: SocketAddr,
     pub path: String,
     pub keys: Vec<HookKey>,
     pub max_body: u64,
     pub header_read_timeout: Duration,
     pub body_read_timeout: Duration,
-    pub max_connections: usize,
     pub shutdown_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
-pub struct AdminConfig {
-    /// `None`: no admin listener.
-    pub listen: Option<SocketAddr>,
-}
-
-#[derive(Debug, Clone)]
 pub struct StoreConfig {
-    pub path: PathBuf,
     /// How long delivered rows are kept.
     pub retention: Duration,
+}
+
+/// The settings read only when the relay starts: the listeners and the
+/// store. A reload compares this whole part of the old and new
+/// configuration, and names every field that changed in a warning (they
+/// take effect after a restart); everything else in [`Config`] applies at
+/// once. A setting added here is compared without more code.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Startup {
+    #[serde(rename = "server.listen")]
+    pub listen: SocketAddr,
+    /// Concurrent ingest connections; more wait in the kernel's backlog.
+    #[serde(rename = "server.max_connections")]
+    pub max_connections: usize,
+    /// `None`: no admin listener.
+    #[serde(rename = "admin.listen")]
+    pub admin_listen: Option<SocketAddr>,
+    #[serde(rename = "store.path")]
+    pub store_path: PathBuf,
     /// How many accepted requests may wait for the next group commit before
     /// ingest answers 503.
+    #[serde(rename = "store.queue_capacity")]
     pub queue_capacity: usize,
+}
+
+impl Startup {
+    /// The names (as written in the file) of the settings that differ in
+    /// `new`.
+    pub fn changed(&self, new: &Startup) -> Vec<String> {
+        match (serde_json::to_value(self), serde_json::to_value(new)) {
+            (Ok(serde_json::Value::Object(old)), Ok(serde_json::Value::Object(new))) => old
+                .into_iter()
+                .filter(|(k, v)| new.get(k) != Some(v))
+                .map(|(k, _)| k)
+                .collect(),
+            _ if self != new => vec!["start-up settings".to_owned()],
+            _ => Vec::new(),
+        }
+    }
 }
 
 /// Where a route's template name was written, to report a missing template.
@@ -106,13 +136,17 @@ struct TemplateRef {
 pub struct Config {
     /// The file it came from, as given (for messages).
     pub file: String,
+    /// Read at start-up only (listeners, store).
+    pub startup: Startup,
     pub server: ServerConfig,
-    pub admin: AdminConfig,
     pub store: StoreConfig,
     pub templates_dir: PathBuf,
     pub targets: Vec<Target>,
     pub router: Router,
     template_refs: Vec<TemplateRef>,
+    /// Valid but probably unintended settings (`check` prints them, `serve`
+    /// logs them).
+    pub warnings: Vec<ConfigError>,
 }
 
 impl Config {
@@ -130,10 +164,37 @@ impl Config {
             file,
             env,
             errors: Vec::new(),
+            warnings: Vec::new(),
         };
         let config = validate::validate(&mut ctx, raw, file, base_dir);
         match (config, ctx.errors.is_empty()) {
             (Some(c), true) => Ok(c),
+            _ => Err(ConfigErrors(ctx.errors)),
+        }
+    }
+
+    /// Only the start-up part of `source` (the listeners and the store),
+    /// for commands that need no more: `deadletters` and `queue` need the
+    /// store's path, `healthcheck` the admin address. The file must have
+    /// the right shape, but variables used elsewhere (the hook key, webhook
+    /// URLs) need not be set.
+    pub fn parse_startup(
+        source: &str,
+        file: &str,
+        base_dir: &Path,
+        env: EnvLookup<'_>,
+    ) -> Result<Startup, ConfigErrors> {
+        let raw: RawConfig =
+            serde_saphyr::from_str(source).map_err(|e| ConfigErrors(vec![yaml_error(file, &e)]))?;
+        let mut ctx = Ctx {
+            file,
+            env,
+            errors: Vec::new(),
+            warnings: Vec::new(),
+        };
+        let startup = validate::validate_startup(&mut ctx, &raw, base_dir);
+        match (startup, ctx.errors.is_empty()) {
+            (Some(s), true) => Ok(s),
             _ => Err(ConfigErrors(ctx.errors)),
         }
     }

@@ -72,6 +72,8 @@ pub(super) struct RawStore {
 pub(super) struct RawTarget {
     pub(super) kind: S<String>,
     #[serde(default)]
+    pub(super) enabled: Option<S<BoolOrString>>,
+    #[serde(default)]
     pub(super) url: Option<S<String>>,
     #[serde(default)]
     pub(super) username: Option<S<String>>,
@@ -124,6 +126,13 @@ pub(super) struct RawRoute {
     pub(super) template: Option<S<String>>,
     #[serde(default, rename = "continue")]
     pub(super) continue_matching: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(super) enum BoolOrString {
+    Bool(bool),
+    String(String),
 }
 
 #[derive(Deserialize)]

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::raw::{RawTarget, S};
+use super::raw::{BoolOrString, RawTarget, S};
 use super::validate::Ctx;
 use super::{MAX_BATCH, Target};
 use crate::model::{
@@ -72,7 +72,36 @@ pub(super) fn validate_target(ctx: &mut Ctx, name: &str, raw: &S<RawTarget>) -> 
     only(ctx, "method", t.method.is_some(), &[TargetKind::Webhook]);
     only(ctx, "batch", t.batch.is_some(), &[TargetKind::Webhook]);
 
-    let mut enabled = true;
+    // `enabled: false` (or a variable that says so) switches any target
+    // off, stdout included; an empty url switches off a URL target.
+    let mut enabled = match &t.enabled {
+        None => true,
+        Some(e) => match &e.value {
+            BoolOrString::Bool(b) => *b,
+            BoolOrString::String(text) => {
+                let v = ctx.interp(
+                    &S {
+                        referenced: e.referenced,
+                        defined: e.defined,
+                        value: text.clone(),
+                    },
+                    &format!("target `{name}` enabled"),
+                )?;
+                match parse_bool(&v) {
+                    Some(b) => b,
+                    None => {
+                        ctx.err(
+                            e,
+                            format!("target `{name}`: enabled must be true or false, not `{v}`"),
+                            Some("e.g. `enabled: \"${CRISP_CONSOLE:-false}\"`".into()),
+                        );
+                        true
+                    }
+                }
+            }
+        },
+    };
+    let switched_off = !enabled;
     let url = match (&t.url, kind) {
         (_, TargetKind::Stdout) => None,
         (None, _) => {
@@ -87,6 +116,9 @@ pub(super) fn validate_target(ctx: &mut Ctx, name: &str, raw: &S<RawTarget>) -> 
             let text = ctx.interp(u, &format!("target `{name}` url"))?;
             if text.trim().is_empty() {
                 enabled = false;
+                None
+            } else if !enabled {
+                // Switched off: the url is not used, so not checked.
                 None
             } else {
                 match check_url(kind, &text) {
@@ -117,6 +149,17 @@ pub(super) fn validate_target(ctx: &mut Ctx, name: &str, raw: &S<RawTarget>) -> 
         for (k, v) in &h.value {
             if http_header_name_ok(k) {
                 if let Some(val) = ctx.interp(v, &format!("target `{name}` header `{k}`")) {
+                    let emptied = super::interp::empty_defaults(&v.value, ctx.env);
+                    if enabled && !emptied.is_empty() {
+                        ctx.warn(
+                            v,
+                            format!(
+                                "target `{name}` header `{k}`: {} is unset or empty, so the header is sent without it",
+                                emptied.iter().map(|n| format!("`${{{n}:-}}`")).collect::<Vec<_>>().join(", ")
+                            ),
+                            Some(format!("set {} or remove the header", emptied.join(", "))),
+                        );
+                    }
                     if val.contains(['\r', '\n']) {
                         ctx.err(
                             v,
@@ -174,6 +217,19 @@ pub(super) fn validate_target(ctx: &mut Ctx, name: &str, raw: &S<RawTarget>) -> 
                 );
             }
             let requests = r.requests.value.clamp(1, u64::from(u32::MAX)) as u32;
+            if let Some(b) = &r.burst
+                && (b.value == 0 || b.value > u64::from(u32::MAX))
+            {
+                ctx.err(
+                    b,
+                    format!(
+                        "target `{name}`: rate_limit.burst must be from 1 to {}, not {}",
+                        u32::MAX,
+                        b.value
+                    ),
+                    Some("1 sends one at a time; leave it out for a burst of `requests`".into()),
+                );
+            }
             let burst = r
                 .burst
                 .as_ref()
@@ -190,11 +246,14 @@ pub(super) fn validate_target(ctx: &mut Ctx, name: &str, raw: &S<RawTarget>) -> 
     if let Some(r) = &t.retry {
         let r = &r.value;
         if let Some(n) = &r.max_attempts {
-            if n.value == 0 {
+            if n.value == 0 || n.value > u64::from(MAX_ATTEMPTS) {
                 ctx.err(
                     n,
-                    format!("target `{name}`: retry.max_attempts must be at least 1"),
-                    None,
+                    format!(
+                        "target `{name}`: retry.max_attempts must be from 1 to {MAX_ATTEMPTS}, not {}",
+                        n.value
+                    ),
+                    Some("retry.max_age bounds how long a delivery is retried".into()),
                 );
             }
             retry.max_attempts = n.value.clamp(1, u64::from(MAX_ATTEMPTS)) as u32;
@@ -249,11 +308,17 @@ pub(super) fn validate_target(ctx: &mut Ctx, name: &str, raw: &S<RawTarget>) -> 
             1
         }
     };
+    let disabled_reason = match (enabled, switched_off) {
+        (true, _) => "",
+        (false, true) => "`enabled` is false",
+        (false, false) => "its url is empty",
+    };
     Some(Target {
         name: name.to_owned(),
         kind,
         url,
         enabled,
+        disabled_reason,
         username,
         avatar_url,
         headers,
@@ -269,4 +334,13 @@ pub(super) fn http_header_name_ok(k: &str) -> bool {
     !k.is_empty()
         && k.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// `true`/`false` as a variable may spell them.
+fn parse_bool(v: &str) -> Option<bool> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "true" | "yes" | "on" | "1" => Some(true),
+        "false" | "no" | "off" | "0" => Some(false),
+        _ => None,
+    }
 }

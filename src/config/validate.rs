@@ -21,11 +21,24 @@ pub(super) struct Ctx<'a> {
     pub(super) file: &'a str,
     pub(super) env: EnvLookup<'a>,
     pub(super) errors: Vec<ConfigError>,
+    /// What is valid but probably not what the user meant.
+    pub(super) warnings: Vec<ConfigError>,
 }
 
 impl Ctx<'_> {
     pub(super) fn err<T>(&mut self, at: &S<T>, message: impl Into<String>, hint: Option<String>) {
         self.err_at(at.referenced.line(), at.referenced.column(), message, hint);
+    }
+
+    /// Records a warning at `at`: the config is valid, but `check` says so.
+    pub(super) fn warn<T>(&mut self, at: &S<T>, message: impl Into<String>, hint: Option<String>) {
+        self.warnings.push(ConfigError {
+            file: self.file.to_owned(),
+            line: at.referenced.line(),
+            column: at.referenced.column(),
+            message: message.into(),
+            hint,
+        });
     }
 
     pub(super) fn err_at(
@@ -122,15 +135,9 @@ pub(super) fn validate(
     _file: &str,
     base_dir: &Path,
 ) -> Option<Config> {
+    let startup = validate_startup(ctx, &raw, base_dir);
     let server = validate_server(ctx, &raw.server);
-    let admin_listen = match &raw.admin {
-        Some(a) => match &a.listen {
-            Some(l) if l.value.is_empty() => None,
-            other => socket_addr(ctx, other, "admin.listen", "127.0.0.1:9090"),
-        },
-        None => "127.0.0.1:9090".parse().ok(),
-    };
-    let store = validate_store(ctx, raw.store.as_ref(), base_dir);
+    let store = validate_store(ctx, raw.store.as_ref());
     let templates_dir = match &raw.templates {
         Some(t) => ctx
             .interp(t, "templates")
@@ -232,24 +239,130 @@ pub(super) fn validate(
         });
     }
 
+    warn_double_sends(ctx, &raw.routes, &routes, &targets);
     let enabled = targets.iter().map(|t| t.enabled).collect();
+    let warnings = std::mem::take(&mut ctx.warnings);
     Some(Config {
         file: ctx.file.to_owned(),
+        startup: startup?,
         server: server?,
-        admin: AdminConfig {
-            listen: admin_listen,
-        },
-        store: store?,
+        store,
         templates_dir,
         targets,
         router: Router::new(routes, enabled),
         template_refs,
+        warnings,
+    })
+}
+
+/// Two routes that can both match one event and name the same target send
+/// it there twice (the first must say `continue: true` for the second to be
+/// reached), and so does a target listed twice in one `to:`. Warned, not
+/// refused: it may be meant.
+fn warn_double_sends(ctx: &mut Ctx, raw: &[S<RawRoute>], routes: &[Route], targets: &[Target]) {
+    let entry = |j: usize, t: usize| {
+        raw[j]
+            .value
+            .to
+            .value
+            .iter()
+            .rfind(|to| to.value == targets[t].name)
+    };
+    for (j, later) in routes.iter().enumerate() {
+        for (k, &t) in later.targets.iter().enumerate() {
+            if later.targets[..k].contains(&t)
+                && let Some(at) = entry(j, t)
+            {
+                ctx.warn(
+                    at,
+                    format!(
+                        "route `{}` lists target `{}` twice: it receives each event twice",
+                        later.name, targets[t].name
+                    ),
+                    Some("list it once".into()),
+                );
+            }
+        }
+        for earlier in routes[..j].iter().filter(|r| r.continue_matching) {
+            let mut shared: Vec<usize> = later
+                .targets
+                .iter()
+                .copied()
+                .filter(|t| earlier.targets.contains(t))
+                .collect();
+            shared.dedup();
+            if shared.is_empty() {
+                continue;
+            }
+            let events = match (earlier.event_names(), later.event_names()) {
+                (Some(a), Some(b)) => {
+                    let both: Vec<&str> = a.into_iter().filter(|n| b.contains(n)).collect();
+                    if both.is_empty() {
+                        continue;
+                    }
+                    format!("`{}` events", both.join("`, `"))
+                }
+                _ => "the same events".to_owned(),
+            };
+            for t in shared {
+                if let Some(at) = entry(j, t) {
+                    ctx.warn(
+                        at,
+                        format!(
+                            "routes `{}` (continue: true) and `{}` can both send {events} to target `{}`: it would receive each such event twice",
+                            earlier.name, later.name, targets[t].name
+                        ),
+                        Some("remove the target from one of the routes, or make their `match` exclusive".into()),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The settings read only at start-up (see [`Startup`]).
+pub(super) fn validate_startup(ctx: &mut Ctx, raw: &RawConfig, base_dir: &Path) -> Option<Startup> {
+    let s = &raw.server.value;
+    let listen = socket_addr(ctx, &s.listen, "server.listen", "0.0.0.0:8080");
+    let max_connections = match &s.max_connections {
+        Some(n) if n.value == 0 => {
+            ctx.err(n, "server.max_connections cannot be 0", None);
+            1
+        }
+        Some(n) => n.value as usize,
+        None => 1024,
+    };
+    let admin_listen = match &raw.admin {
+        Some(a) => match &a.listen {
+            Some(l) if l.value.is_empty() => None,
+            other => socket_addr(ctx, other, "admin.listen", "127.0.0.1:9090"),
+        },
+        None => "127.0.0.1:9090".parse().ok(),
+    };
+    let store = raw.store.as_ref();
+    let store_path = match store.and_then(|r| r.path.as_ref()) {
+        Some(p) => base_dir.join(ctx.interp(p, "store.path")?),
+        None => base_dir.join("data/relay.db"),
+    };
+    let queue_capacity = match store.and_then(|r| r.queue_capacity.as_ref()) {
+        Some(n) if n.value == 0 => {
+            ctx.err(n, "store.queue_capacity cannot be 0", None);
+            1
+        }
+        Some(n) => n.value as usize,
+        None => 4096,
+    };
+    Some(Startup {
+        listen: listen?,
+        max_connections,
+        admin_listen,
+        store_path,
+        queue_capacity,
     })
 }
 
 pub(super) fn validate_server(ctx: &mut Ctx, raw: &S<RawServer>) -> Option<ServerConfig> {
     let s = &raw.value;
-    let listen = socket_addr(ctx, &s.listen, "server.listen", "0.0.0.0:8080");
     let path = match &s.path {
         Some(p) => {
             let v = ctx.interp(p, "server.path")?;
@@ -310,16 +423,7 @@ pub(super) fn validate_server(ctx: &mut Ctx, raw: &S<RawServer>) -> Option<Serve
             }
         }
     };
-    let max_connections = match &s.max_connections {
-        Some(n) if n.value == 0 => {
-            ctx.err(n, "server.max_connections cannot be 0", None);
-            1
-        }
-        Some(n) => n.value as usize,
-        None => 1024,
-    };
     Some(ServerConfig {
-        listen: listen?,
         path,
         keys,
         max_body,
@@ -333,7 +437,6 @@ pub(super) fn validate_server(ctx: &mut Ctx, raw: &S<RawServer>) -> Option<Serve
             "server.body_read_timeout",
             Duration::from_secs(10),
         ),
-        max_connections,
         shutdown_timeout: ctx.duration(
             &s.shutdown_timeout,
             "server.shutdown_timeout",
@@ -342,33 +445,14 @@ pub(super) fn validate_server(ctx: &mut Ctx, raw: &S<RawServer>) -> Option<Serve
     })
 }
 
-pub(super) fn validate_store(
-    ctx: &mut Ctx,
-    raw: Option<&RawStore>,
-    base_dir: &Path,
-) -> Option<StoreConfig> {
-    let path = match raw.and_then(|r| r.path.as_ref()) {
-        Some(p) => base_dir.join(ctx.interp(p, "store.path")?),
-        None => base_dir.join("data/relay.db"),
-    };
-    let retention = ctx.duration(
-        &raw.and_then(|r| r.retention.clone()),
-        "store.retention",
-        Duration::from_secs(7 * 86_400),
-    );
-    let queue_capacity = match raw.and_then(|r| r.queue_capacity.as_ref()) {
-        Some(n) if n.value == 0 => {
-            ctx.err(n, "store.queue_capacity cannot be 0", None);
-            1
-        }
-        Some(n) => n.value as usize,
-        None => 4096,
-    };
-    Some(StoreConfig {
-        path,
-        retention,
-        queue_capacity,
-    })
+pub(super) fn validate_store(ctx: &mut Ctx, raw: Option<&RawStore>) -> StoreConfig {
+    StoreConfig {
+        retention: ctx.duration(
+            &raw.and_then(|r| r.retention.clone()),
+            "store.retention",
+            Duration::from_secs(7 * 86_400),
+        ),
+    }
 }
 
 pub(super) fn compile_match(ctx: &mut Ctx, route: &str, m: &RawMatch) -> Vec<Condition> {

@@ -97,21 +97,20 @@ pub struct RateHints {
     pub global: bool,
 }
 
-/// Reads the rate-limit hints of `answer`. `now_unix_ms` resolves an HTTP
-/// date in `Retry-After`.
-pub fn rate_hints(answer: &Answer, now_unix_ms: i64) -> RateHints {
-    let secs = |v: &str| {
-        v.trim()
-            .parse::<f64>()
-            .ok()
-            .filter(|s| s.is_finite() && *s >= 0.0)
-            .map(Duration::from_secs_f64)
-    };
+/// Reads the rate-limit hints of `answer`, none longer than `cap` (the
+/// target's `retry.max_backoff`). A destination is a third party: every
+/// number is parsed without panicking; a negative, NaN or unreadable value
+/// is ignored, and a huge one (`1e30`, an HTTP date in year 9999) becomes
+/// `cap`, so an answer can delay a target by `cap` at most, never freeze it.
+/// `now_unix_ms` resolves an HTTP date in `Retry-After`.
+pub fn rate_hints(answer: &Answer, now_unix_ms: i64, cap: Duration) -> RateHints {
     let mut hints = RateHints {
         remaining: answer
             .header("x-ratelimit-remaining")
             .and_then(|v| v.trim().parse().ok()),
-        reset_after: answer.header("x-ratelimit-reset-after").and_then(secs),
+        reset_after: answer
+            .header("x-ratelimit-reset-after")
+            .and_then(|v| seconds_hint(v, cap)),
         bucket: answer.header("x-ratelimit-bucket").map(str::to_owned),
         retry_after: None,
         global: answer
@@ -121,64 +120,47 @@ pub fn rate_hints(answer: &Answer, now_unix_ms: i64) -> RateHints {
     let body_hint = if answer.body.trim_start().starts_with('{') {
         serde_json::from_str::<serde_json::Value>(&answer.body)
             .ok()
-            .map(|v| {
+            .and_then(|v| {
                 if v.get("global").and_then(serde_json::Value::as_bool) == Some(true) {
                     hints.global = true;
                 }
                 v.get("retry_after").and_then(serde_json::Value::as_f64)
             })
+            .and_then(|s| clamp_seconds(s, cap))
     } else {
         None
     };
-    let body_hint = body_hint
-        .flatten()
-        .filter(|s| s.is_finite() && *s >= 0.0)
-        .map(Duration::from_secs_f64);
-    let header_hint = answer
-        .header("retry-after")
-        .and_then(|v| secs(v).or_else(|| http_date_delay(v, now_unix_ms)));
+    let header_hint = answer.header("retry-after").and_then(|v| {
+        seconds_hint(v, cap).or_else(|| http_date_delay(v, now_unix_ms).map(|d| d.min(cap)))
+    });
     hints.retry_after = body_hint.or(header_hint);
     hints
 }
 
-/// `Retry-After: <HTTP-date>` as a delay from now.
-fn http_date_delay(v: &str, now_unix_ms: i64) -> Option<Duration> {
-    let at = parse_http_date(v)?;
-    Some(Duration::from_millis(
-        u64::try_from(at * 1000 - now_unix_ms).unwrap_or(0),
-    ))
+/// A number of seconds written by a destination, as a wait of at most `cap`.
+fn seconds_hint(v: &str, cap: Duration) -> Option<Duration> {
+    clamp_seconds(v.trim().parse::<f64>().ok()?, cap)
 }
 
-/// Parses an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`) to Unix seconds.
-pub fn parse_http_date(v: &str) -> Option<i64> {
-    let parts: Vec<&str> = v.split_whitespace().collect();
-    let [_, day, month, year, time, "GMT"] = parts.as_slice() else {
+/// `secs` as a wait of at most `cap`; `None` when negative or NaN.
+fn clamp_seconds(secs: f64, cap: Duration) -> Option<Duration> {
+    if secs.is_nan() || secs < 0.0 {
         return None;
-    };
-    let day: i64 = day.parse().ok()?;
-    let month = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ]
-    .iter()
-    .position(|m| m == month)? as i64
-        + 1;
-    let year: i64 = year.parse().ok()?;
-    let hms: Vec<i64> = time
-        .split(':')
-        .map(|p| p.parse().ok())
-        .collect::<Option<_>>()?;
-    let [h, m, s] = hms.as_slice() else {
-        return None;
-    };
-    // days_from_civil (Howard Hinnant)
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days * 86_400 + h * 3600 + m * 60 + s)
+    }
+    // Too large for a Duration (1e30, infinity): the cap.
+    Some(Duration::try_from_secs_f64(secs).map_or(cap, |d| d.min(cap)))
+}
+
+/// `Retry-After: <HTTP-date>` as a delay from now (zero if past).
+fn http_date_delay(v: &str, now_unix_ms: i64) -> Option<Duration> {
+    let at = httpdate::parse_http_date(v.trim()).ok()?;
+    let at_ms = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .and_then(|d| i64::try_from(d.as_millis()).ok())?;
+    Some(Duration::from_millis(
+        u64::try_from(at_ms.saturating_sub(now_unix_ms)).unwrap_or(0),
+    ))
 }
 
 /// Slack error strings that mean the webhook or channel is gone.
@@ -248,7 +230,9 @@ pub fn classify(kind: TargetKind, answer: &Answer, hints: &RateHints) -> Outcome
                     matches!(status, 404 | 410)
                         || SLACK_DISABLE.iter().any(|e| answer.body.trim() == *e)
                 }
-                TargetKind::Webhook => status == 410,
+                // Credentials refused (401/403) hold for every delivery:
+                // pause rather than dead-letter the backlog one by one.
+                TargetKind::Webhook => matches!(status, 401 | 403 | 410),
                 TargetKind::Stdout => false,
             };
             let what = if disable {
@@ -285,12 +269,14 @@ mod tests {
     use super::*;
     use TargetKind::*;
 
+    const CAP: Duration = Duration::from_secs(300);
+
     fn answer(status: u16, headers: &[(&str, &str)], body: &str) -> Answer {
         Answer::new(status, headers, body)
     }
 
     fn outcome(kind: TargetKind, a: &Answer) -> &'static str {
-        match classify(kind, a, &rate_hints(a, 0)) {
+        match classify(kind, a, &rate_hints(a, 0, CAP)) {
             Outcome::Delivered => "delivered",
             Outcome::Retry { .. } => "retry",
             Outcome::Failed { disable: true, .. } => "disable",
@@ -340,6 +326,8 @@ mod tests {
             (Webhook, 302, "", "dead"),
             (Webhook, 404, "", "dead"),
             (Webhook, 410, "", "disable"),
+            (Webhook, 401, "", "disable"),
+            (Webhook, 403, "{\"error\":\"bad token\"}", "disable"),
             (Webhook, 422, "", "dead"),
             (Webhook, 504, "", "retry"),
         ];
@@ -374,7 +362,7 @@ mod tests {
             &[("Retry-After", "2")],
             r#"{"message":"You are being rate limited.","retry_after":1.337,"global":false}"#,
         );
-        let h = rate_hints(&a, 0);
+        let h = rate_hints(&a, 0, CAP);
         assert_eq!(h.retry_after, Some(Duration::from_millis(1337)));
         assert!(!h.global);
         assert_eq!(
@@ -386,24 +374,27 @@ mod tests {
         );
 
         let a = answer(429, &[("Retry-After", "7")], "rate_limited");
-        assert_eq!(rate_hints(&a, 0).retry_after, Some(Duration::from_secs(7)));
+        assert_eq!(
+            rate_hints(&a, 0, CAP).retry_after,
+            Some(Duration::from_secs(7))
+        );
         let a = answer(503, &[("Retry-After", "Sun, 06 Nov 1994 08:49:37 GMT")], "");
         assert_eq!(
-            rate_hints(&a, 784_111_770_000).retry_after,
+            rate_hints(&a, 784_111_770_000, CAP).retry_after,
             Some(Duration::from_secs(7))
         );
         assert_eq!(
-            rate_hints(&a, 784_111_790_000).retry_after,
+            rate_hints(&a, 784_111_790_000, CAP).retry_after,
             Some(Duration::ZERO)
         );
         let a = answer(429, &[("Retry-After", "soon")], "");
-        assert_eq!(rate_hints(&a, 0).retry_after, None);
+        assert_eq!(rate_hints(&a, 0, CAP).retry_after, None);
         let a = answer(
             429,
             &[("X-RateLimit-Global", "true")],
             r#"{"retry_after": 0.25, "global": true}"#,
         );
-        assert!(rate_hints(&a, 0).global);
+        assert!(rate_hints(&a, 0, CAP).global);
     }
 
     #[test]
@@ -418,7 +409,7 @@ mod tests {
             ],
             "{}",
         );
-        let h = rate_hints(&a, 0);
+        let h = rate_hints(&a, 0, CAP);
         assert_eq!(h.remaining, Some(0));
         assert_eq!(h.reset_after, Some(Duration::from_millis(1250)));
         assert_eq!(h.bucket.as_deref(), Some("abcd"));
@@ -426,15 +417,85 @@ mod tests {
 
     #[test]
     fn http_dates() {
+        let at = |v: &str, now_s: i64| {
+            rate_hints(&answer(503, &[("Retry-After", v)], ""), now_s * 1000, CAP).retry_after
+        };
         assert_eq!(
-            parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"),
-            Some(784_111_777)
+            at("Sun, 06 Nov 1994 08:49:37 GMT", 784_111_770),
+            Some(Duration::from_secs(7))
         );
-        assert_eq!(parse_http_date("Thu, 01 Jan 1970 00:00:00 GMT"), Some(0));
         assert_eq!(
-            parse_http_date("Tue, 29 Feb 2000 12:00:00 GMT"),
-            Some(951_825_600)
+            at("Thu, 01 Jan 1970 00:00:00 GMT", 784_111_770),
+            Some(Duration::ZERO)
         );
-        assert_eq!(parse_http_date("yesterday"), None);
+        assert_eq!(
+            at("Tue, 29 Feb 2000 12:00:00 GMT", 951_825_590),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(at("Fri, 31 Dec 9999 23:59:59 GMT", 0), Some(CAP));
+        assert_eq!(at("yesterday", 0), None);
+        assert_eq!(at("Sun, 06 Nov 99999999999999 08:49:37 GMT", 0), None);
+        assert_eq!(at("Sun, 99 Foo 1994 99:99:99 GMT", 0), None);
+    }
+
+    /// Every number a hostile destination can write: ignored when negative
+    /// or unreadable, the cap when huge; never a panic.
+    #[test]
+    fn hostile_hints_are_clamped_or_ignored() {
+        let retry = |headers: &[(&str, &str)], body: &str| {
+            rate_hints(&answer(429, headers, body), 0, CAP).retry_after
+        };
+        type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, Option<Duration>);
+        let cases: &[Case] = &[
+            (&[], r#"{"retry_after": 1e30}"#, Some(CAP)),
+            (&[], r#"{"retry_after": 1.7976931348623157e308}"#, Some(CAP)),
+            (&[], r#"{"retry_after": 18446744073709551616}"#, Some(CAP)),
+            (&[], r#"{"retry_after": -5}"#, None),
+            (&[], r#"{"retry_after": "NaN"}"#, None),
+            (&[], r#"{"retry_after": 1e400}"#, None),
+            (
+                &[],
+                r#"{"retry_after": 0.5}"#,
+                Some(Duration::from_millis(500)),
+            ),
+            (&[("Retry-After", "1e30")], "", Some(CAP)),
+            (&[("Retry-After", "inf")], "", Some(CAP)),
+            (&[("Retry-After", "99999999999999999999999")], "", Some(CAP)),
+            (&[("Retry-After", "-1")], "", None),
+            (&[("Retry-After", "NaN")], "", None),
+            (&[("Retry-After", "abc")], "", None),
+            (&[("Retry-After", "")], "", None),
+            (&[("Retry-After", "7")], "", Some(Duration::from_secs(7))),
+        ];
+        for (headers, body, want) in cases {
+            assert_eq!(retry(headers, body), *want, "{headers:?} {body}");
+        }
+        let reset = |v: &str| {
+            rate_hints(
+                &answer(
+                    200,
+                    &[
+                        ("X-RateLimit-Remaining", "0"),
+                        ("X-RateLimit-Reset-After", v),
+                    ],
+                    "{}",
+                ),
+                0,
+                CAP,
+            )
+            .reset_after
+        };
+        assert_eq!(reset("1e30"), Some(CAP));
+        assert_eq!(reset("1e308"), Some(CAP));
+        assert_eq!(reset("-3"), None);
+        assert_eq!(reset("NaN"), None);
+        assert_eq!(reset("abc"), None);
+        assert_eq!(reset("1.25"), Some(Duration::from_millis(1250)));
+        let remaining = |v: &str| {
+            rate_hints(&answer(200, &[("X-RateLimit-Remaining", v)], ""), 0, CAP).remaining
+        };
+        assert_eq!(remaining("99999999999999999999"), None);
+        assert_eq!(remaining("-1"), None);
+        assert_eq!(remaining("3"), Some(3));
     }
 }

@@ -3,7 +3,9 @@
 //! says about itself (Discord's bucket headers, 429 `retry_after`). Every
 //! attempt, retries included, passes here.
 
+use std::collections::HashMap;
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::Duration;
 
 use governor::clock::Clock;
@@ -92,6 +94,16 @@ impl std::fmt::Debug for TargetLimiter {
 }
 
 impl TargetLimiter {
+    /// A new quota, keeping what the destination said (a reload that
+    /// changes `rate_limit`): the new quota starts with its burst spent.
+    pub fn set_rate(&mut self, rate: Option<RateLimit>) {
+        if rate != self.rate {
+            self.rate = rate;
+            self.quota = rate.and_then(|r| limiter(r, &self.clock));
+            self.drain();
+        }
+    }
+
     /// `None`: no quota (only the destination's own signals apply).
     pub fn new(rate: Option<RateLimit>) -> Self {
         let clock = TokioClock::new();
@@ -160,23 +172,88 @@ impl TargetLimiter {
     }
 
     /// Learns from an answer: an exhausted Discord bucket blocks until it
-    /// resets; a 429's hint blocks for that long.
+    /// resets; a 429's hint blocks for that long. The hints are already
+    /// capped ([`super::classify::rate_hints`]); an instant past what the
+    /// clock can hold blocks for a day instead of panicking.
     pub fn observe(&mut self, status: u16, hints: &RateHints) {
         let now = Instant::now();
+        let after = |d: Duration| {
+            now.checked_add(d)
+                .unwrap_or_else(|| now + Duration::from_secs(86_400))
+        };
         let mut until = None;
         if hints.remaining == Some(0)
-            && let Some(after) = hints.reset_after
+            && let Some(reset) = hints.reset_after
         {
-            until = Some(now + after);
+            until = Some(after(reset));
         }
         if status == 429
-            && let Some(after) = hints.retry_after
+            && let Some(wait) = hints.retry_after
         {
-            until = Some(until.map_or(now + after, |u: Instant| u.max(now + after)));
+            let u = after(wait);
+            until = Some(until.map_or(u, |v: Instant| v.max(u)));
         }
         if let Some(u) = until {
             self.blocked_until = Some(self.blocked_until.map_or(u, |b| b.max(u)));
         }
+    }
+}
+
+/// What a target's limiter is kept for: while these are unchanged, a
+/// reload hands the same limiter to the new worker.
+#[derive(Clone, PartialEq, Eq)]
+struct LimiterKey {
+    kind: crate::model::TargetKind,
+    /// The destination URL (it holds a token: never printed).
+    url: Option<String>,
+}
+
+/// Every target's pacing state, kept across reloads: a reload that keeps a
+/// target's kind and URL keeps its quota's used burst and what Discord's
+/// headers said, so a configuration-management loop sending SIGHUP every
+/// minute cannot provoke 429s. One worker at a time holds a target's
+/// limiter (a reload joins the old workers before starting new ones).
+#[derive(Clone, Default)]
+pub struct Limiters(Arc<std::sync::Mutex<HashMap<String, (LimiterKey, Shared)>>>);
+
+/// One target's limiter, handed from worker to worker.
+pub type Shared = Arc<tokio::sync::Mutex<TargetLimiter>>;
+
+impl std::fmt::Debug for Limiters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Limiters")
+    }
+}
+
+impl Limiters {
+    /// The limiter for `target`: the one it had, if its kind and URL are
+    /// unchanged (with its quota updated), else a new one.
+    pub fn for_target(&self, target: &crate::config::Target) -> Shared {
+        let key = LimiterKey {
+            kind: target.kind,
+            url: target.url.as_ref().map(|u| u.expose().as_str().to_owned()),
+        };
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((k, limiter)) = map.get(&target.name)
+            && *k == key
+        {
+            let limiter = limiter.clone();
+            if let Ok(mut l) = limiter.try_lock() {
+                l.set_rate(target.rate_limit);
+            }
+            return limiter;
+        }
+        let limiter = Arc::new(tokio::sync::Mutex::new(TargetLimiter::new(
+            target.rate_limit,
+        )));
+        map.insert(target.name.clone(), (key, limiter.clone()));
+        limiter
+    }
+
+    /// Forgets the targets not named in `keep`.
+    pub fn retain(&self, keep: &[&str]) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|name, _| keep.contains(&name.as_str()));
     }
 }
 

@@ -116,6 +116,8 @@ pub struct Renderer {
     registries: BTreeMap<Mode, Handlebars<'static>>,
     /// Template key (file name without `.hbs`) → file name.
     files: BTreeMap<String, String>,
+    /// `.hbs` files whose name fits no pattern: (file, why).
+    ignored: Vec<(String, String)>,
 }
 
 impl std::fmt::Debug for Renderer {
@@ -136,6 +138,7 @@ impl Renderer {
             Mode::ALL.iter().map(|&m| (m, registry(m))).collect();
         let mut files = BTreeMap::new();
         let mut errors = Vec::new();
+        let mut ignored = Vec::new();
         for src in sources {
             let Some(stem) = src.file.strip_suffix(".hbs") else {
                 continue;
@@ -158,7 +161,12 @@ impl Renderer {
                 }
                 continue;
             }
-            for mode in modes_for(stem) {
+            let modes = modes_for(stem);
+            if modes.is_empty() {
+                ignored.push((src.file.clone(), unknown_suffix(stem)));
+                continue;
+            }
+            for mode in modes {
                 if let Some(reg) = registries.get_mut(&mode)
                     && let Err(e) = reg.register_template_string(stem, src.text.as_str())
                 {
@@ -169,10 +177,20 @@ impl Renderer {
             files.insert(stem.to_owned(), src.file.clone());
         }
         if errors.is_empty() {
-            Ok(Self { registries, files })
+            Ok(Self {
+                registries,
+                files,
+                ignored,
+            })
         } else {
             Err(errors)
         }
+    }
+
+    /// The `.hbs` files ignored because their name fits no pattern, with
+    /// why (for `check`'s warnings).
+    pub fn ignored(&self) -> &[(String, String)] {
+        &self.ignored
     }
 
     /// Template names (file names without `.hbs`), for hints.
@@ -340,6 +358,22 @@ fn modes_for(stem: &str) -> Vec<Mode> {
         [_, "webhook" | "stdout"] => vec![Mode::Plain],
         [_] => vec![Mode::DiscordText, Mode::SlackText, Mode::Plain],
         _ => vec![],
+    }
+}
+
+/// Why a template stem fits no pattern (`NAME`, `NAME.<kind>`,
+/// `NAME.<kind>.json`).
+fn unknown_suffix(stem: &str) -> String {
+    let parts: Vec<&str> = stem.split('.').collect();
+    let kinds = TargetKind::ALL.map(TargetKind::as_str);
+    match parts.get(1) {
+        Some(kind) if !kinds.contains(kind) => {
+            let hint = crate::suggest::did_you_mean(kind, kinds)
+                .map(|k| format!(" (did you mean `{k}`?)"))
+                .unwrap_or_default();
+            format!("`{kind}` is not a target kind{hint}")
+        }
+        _ => format!("`{stem}.hbs` has more parts than NAME.<kind>.json"),
     }
 }
 

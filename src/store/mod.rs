@@ -1,18 +1,28 @@
 //! The durable queue: accepted events and one delivery row per
 //! (event, route, target).
 //!
-//! Owns the storage interface the server and delivery use. Ingest calls
-//! [`Store::accept`], which returns only once the event and its deliveries are
-//! committed; concurrent calls are grouped into one transaction (group commit)
-//! so throughput does not fall to one fsync per request. The SQLite engine is
-//! in [`sqlite`]; a PostgreSQL one can implement the same methods later. This
-//! module must not know about HTTP, templates or targets' wire formats.
+//! Owns the [`Store`] interface that ingest, the delivery workers, reload and
+//! the CLI use, and the types that cross it. [`Store::accept`] returns only
+//! once the event and its deliveries are durable; engines group concurrent
+//! calls into one transaction (group commit) so throughput does not fall to
+//! one fsync per request. Times are stamped with the [`Clock`] the engine
+//! was opened with, the same one the workers read. The SQLite engine is in
+//! [`sqlite`]; nothing above this module knows which engine is underneath.
+//! This module must not know about HTTP, templates or targets' wire formats.
 
 pub mod sqlite;
 
-use thiserror::Error;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 
-pub use sqlite::{Committed, SqliteStore, StoreStats};
+use thiserror::Error;
+use tokio::sync::{Notify, oneshot};
+
+pub use sqlite::SqliteStore;
+
+#[allow(unused_imports)] // for the doc links
+use crate::clock::Clock;
 
 /// An accepted event, as stored.
 #[derive(Debug, Clone)]
@@ -34,7 +44,7 @@ pub struct NewDelivery {
     pub template: Option<String>,
 }
 
-/// A stored delivery row (for inspection and, later, the workers).
+/// A stored delivery row (for inspection).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeliveryRow {
     pub id: i64,
@@ -58,6 +68,9 @@ pub struct PendingDelivery {
     pub attempts: i64,
     pub next_attempt_at_ms: i64,
     pub created_at_ms: i64,
+    /// When it entered the queue: its creation, or its last replay. Its
+    /// `max_age` counts from here.
+    pub queued_at_ms: i64,
     /// The request body as received.
     pub body: String,
     /// Crisp's timestamp, or the receive time when Crisp left it out.
@@ -79,6 +92,36 @@ pub struct DeadLetter {
     pub last_error: Option<String>,
     pub created_at_ms: i64,
     pub failed_at_ms: i64,
+}
+
+/// Pending deliveries that share a target and a template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingGroup {
+    pub target: String,
+    pub template: Option<String>,
+    pub count: i64,
+}
+
+/// What the metrics show about one target's queue.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct QueueStats {
+    pub target: String,
+    pub pending: i64,
+    /// When the delivery at the head of the queue (the next to go) entered
+    /// it.
+    pub head_queued_at_ms: Option<i64>,
+    pub dead: i64,
+}
+
+/// Which pending rows a worker may take: those whose template it can
+/// render. Rows outside the filter stay queued (orphaned) until a
+/// configuration that knows their template comes back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TemplateFilter {
+    /// Every row (webhook and stdout targets fall back to the event).
+    Any,
+    /// Only rows naming one of these templates.
+    OneOf(Vec<String>),
 }
 
 /// A change to delivery rows, applied by the writer with the next commit.
@@ -106,20 +149,48 @@ pub enum Op {
         status: Option<u16>,
         error: String,
     },
-    /// Dead letters back to pending (all, one id, and/or one target).
+    /// Dead letters back to pending (all, one id, and/or one target), due at
+    /// once and with a fresh `max_age`.
     Replay {
         id: Option<i64>,
         target: Option<String>,
     },
     /// Deletes dead letters last changed before `before_ms`.
     PurgeDead { before_ms: i64 },
-    /// Deletes delivered rows (and events left without deliveries) older
-    /// than `before_ms`.
-    PruneDelivered { before_ms: i64 },
+    /// Pending rows of target `from` (only those naming `template`, if
+    /// given) to target `to` and/or template `to_template`; they keep their
+    /// place in line.
+    MovePending {
+        from: String,
+        template: Option<String>,
+        to: Option<String>,
+        to_template: Option<String>,
+    },
+    /// Deletes the pending rows of `target` (only those naming `template`,
+    /// if given).
+    PurgePending {
+        target: String,
+        template: Option<String>,
+    },
+    /// One chunk of retention: deletes delivered rows last changed before
+    /// `before_ms` among ids in `(after_id, up_to_id]`.
+    PruneDelivered {
+        after_id: i64,
+        up_to_id: i64,
+        before_ms: i64,
+    },
+    /// One chunk of retention: deletes events received before `before_ms`
+    /// with no delivery left, among ids in `(after_id, up_to_id]`.
+    PruneEvents {
+        after_id: i64,
+        up_to_id: i64,
+        before_ms: i64,
+    },
 }
 
-/// What the store can fail with. `is_overloaded` errors become 503.
-#[derive(Debug, Error)]
+/// What the store can fail with. `Full` and `Closed` are temporary (ingest
+/// answers 503).
+#[derive(Debug, Clone, Error)]
 pub enum StoreError {
     #[error("the store queue is full ({0} requests waiting for a commit)")]
     Full(usize),
@@ -129,7 +200,7 @@ pub enum StoreError {
     Open {
         path: String,
         #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
+        source: Arc<dyn std::error::Error + Send + Sync>,
     },
     #[error(
         "the store at {path} was written by a newer crisp-relay (schema {found}, this one knows {known}); upgrade crisp-relay or point store.path elsewhere"
@@ -139,6 +210,98 @@ pub enum StoreError {
         found: i64,
         known: i64,
     },
+    #[error(
+        "cannot make the commit durable: switching to synchronous = FULL failed ({0}); nothing was written"
+    )]
+    NotDurable(String),
     #[error("database error: {0}")]
-    Db(#[from] sqlx::Error),
+    Db(#[source] Arc<sqlx::Error>),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Db(Arc::new(e))
+    }
+}
+
+/// The answer to [`Store::apply_later`]: resolves once committed.
+pub struct Committed(oneshot::Receiver<Result<u64, StoreError>>);
+
+impl Committed {
+    pub fn new(rx: oneshot::Receiver<Result<u64, StoreError>>) -> Self {
+        Self(rx)
+    }
+
+    /// The outcome if the commit is over, without waiting.
+    pub fn try_take(&mut self) -> Option<Result<u64, StoreError>> {
+        match self.0.try_recv() {
+            Ok(r) => Some(r),
+            Err(oneshot::error::TryRecvError::Empty) => None,
+            Err(oneshot::error::TryRecvError::Closed) => Some(Err(StoreError::Closed)),
+        }
+    }
+
+    pub async fn wait(self) -> Result<u64, StoreError> {
+        self.0.await.unwrap_or(Err(StoreError::Closed))
+    }
+}
+
+/// A boxed future of a store call (the trait is used as `dyn Store`).
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// The durable queue, whatever the engine.
+///
+/// Writes go through one ordered stream per store: results queued with
+/// [`Store::apply_later`] are committed in the order given, and a call that
+/// returns after them (a [`Store::barrier`]) sees them committed.
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Stores `event` and `deliveries`; returns the event's id once both are
+    /// durable. Fails at once with [`StoreError::Full`] when too many
+    /// requests already wait for a commit. Delivery results never take that
+    /// room: they queue separately.
+    fn accept(&self, event: NewEvent, deliveries: Vec<NewDelivery>) -> StoreFuture<'_, i64>;
+
+    /// Proves the store takes durable writes (a tiny one).
+    fn probe(&self) -> StoreFuture<'_, ()>;
+
+    /// Applies `op` once committed; answers the number of rows it changed.
+    fn apply(&self, op: Op) -> StoreFuture<'_, u64>;
+
+    /// Queues `op` for the next commit and returns at once.
+    fn apply_later(&self, op: Op) -> StoreFuture<'_, Committed>;
+
+    /// Returns once every write queued before it is committed (or failed).
+    fn barrier(&self) -> StoreFuture<'_, ()>;
+
+    /// Up to `limit` pending deliveries of `target` with an id above
+    /// `after_id` that `filter` admits, oldest first, with their events.
+    fn pending<'a>(
+        &'a self,
+        target: &'a str,
+        after_id: i64,
+        limit: u32,
+        filter: &'a TemplateFilter,
+    ) -> StoreFuture<'a, Vec<PendingDelivery>>;
+
+    /// Pending deliveries counted by target and template.
+    fn pending_groups(&self) -> StoreFuture<'_, Vec<PendingGroup>>;
+
+    /// Per target with pending or dead rows: what the metrics show. Reads
+    /// only the queued rows, never the delivered history.
+    fn queue_stats(&self) -> StoreFuture<'_, Vec<QueueStats>>;
+
+    /// Dead letters, oldest first, optionally of one target.
+    fn dead_letters<'a>(&'a self, target: Option<&'a str>) -> StoreFuture<'a, Vec<DeadLetter>>;
+
+    /// Deletes delivered rows and emptied events older than `before_ms`, in
+    /// chunks, each its own commit, so ingest commits go on in between.
+    /// Returns the delivered rows and events deleted.
+    fn prune(&self, before_ms: i64) -> StoreFuture<'_, (u64, u64)>;
+
+    /// The notification a worker for `target` waits on for new work: it is
+    /// signalled after a commit that gives the target rows.
+    fn waker(&self, target: &str) -> Arc<Notify>;
+
+    /// Commits what is queued, then refuses new requests.
+    fn close(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
 }

@@ -10,6 +10,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+#[allow(unused_imports)] // not every test binary that includes this module uses it
+pub use crisp_relay::store::Store;
+
 pub const KEY: &str = "test-key-0123456789";
 
 /// The crate root (for shipped templates, relay.yaml and fixtures).
@@ -309,7 +312,7 @@ impl Drop for TestApp {
 
 /// Opens a store file (after the relay stopped) to look inside.
 pub async fn open_store(path: &Path) -> crisp_relay::store::SqliteStore {
-    crisp_relay::store::SqliteStore::open(path, 16)
+    crisp_relay::store::SqliteStore::open(path, 16, crisp_relay::clock::Clock::system())
         .await
         .unwrap()
 }

@@ -641,6 +641,7 @@ fn target(kind: TargetKind) -> Target {
         kind,
         url: None,
         enabled: true,
+        disabled_reason: "",
         username: None,
         avatar_url: None,
         headers: Vec::new(),

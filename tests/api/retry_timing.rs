@@ -13,9 +13,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crisp_relay::Relay;
+use crisp_relay::clock::Clock;
 use crisp_relay::delivery::classify::{Answer, TransportError};
+use crisp_relay::delivery::limiter::Limiters;
 use crisp_relay::delivery::transport::{SendFuture, Transport};
-use crisp_relay::delivery::{Engine, Shared, WallClock, backoff};
+use crisp_relay::delivery::{Context, Engine, TargetStates, backoff};
 use crisp_relay::event::Event;
 use crisp_relay::model::RetryPolicy;
 use crisp_relay::store::{NewEvent, SqliteStore};
@@ -51,6 +53,7 @@ fn answer(status: u16, headers: &[(&str, &str)], body: &str) -> Answer {
 
 struct Rig {
     _work: Workdir,
+    clock: Clock,
     store: SqliteStore,
     relay: Arc<Relay>,
     sent: mpsc::UnboundedReceiver<(Instant, Value)>,
@@ -78,7 +81,9 @@ async fn rig(target_extra: &str, script: Vec<Result<Answer, TransportError>>) ->
     })
     .unwrap();
     let relay = Arc::new(relay);
-    let store = SqliteStore::open(&work.path().join("data/relay.db"), 64)
+    // One clock for the store and the worker, as in the relay.
+    let clock = Clock::system();
+    let store = SqliteStore::open(&work.path().join("data/relay.db"), 64, clock)
         .await
         .unwrap();
     // Warm the read pool on the real clock.
@@ -94,6 +99,7 @@ async fn rig(target_extra: &str, script: Vec<Result<Answer, TransportError>>) ->
     let stop = CancellationToken::new();
     Rig {
         _work: work,
+        clock,
         store,
         relay,
         sent: rx,
@@ -127,14 +133,15 @@ impl Rig {
     /// a poll timer, which the paused clock would jump to while the store
     /// does I/O. Returns the start time.
     fn start(&mut self) -> Instant {
-        // The worker's wall clock starts now, after the rows were stored.
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(Context {
             relay: self.relay.clone(),
-            store: self.store.clone(),
+            store: Arc::new(self.store.clone()),
             transport: self.transport.clone(),
-            clock: WallClock::new(),
+            clock: self.clock,
             seed: Some(SEED),
             metrics: Arc::new(crisp_relay::metrics::Metrics::new()),
+            limiters: Limiters::default(),
+            states: TargetStates::default(),
         });
         self.engine = Some(Engine::start(
             shared,

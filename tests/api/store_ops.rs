@@ -1,14 +1,31 @@
-//! The store's maintenance operations on a real SQLite file: retention
-//! pruning, dead-letter purge and replay, as the delivery engine and the
-//! `deadletters` commands use them.
+//! The store's operations on a real SQLite file: retention pruning in
+//! chunks, dead-letter purge and replay, moving and purging orphaned rows,
+//! the workers' filtered reads, the queue figures behind `/metrics`, the
+//! schema migration, and the separate room of ingest and results — as the
+//! delivery engine, the server and the `deadletters` and `queue` commands
+//! use them.
 
-use crisp_relay::store::{NewDelivery, NewEvent, Op, SqliteStore};
+use std::sync::atomic::Ordering;
+
+use crisp_relay::clock::Clock;
+use crisp_relay::store::{
+    NewDelivery, NewEvent, Op, PendingGroup, SqliteStore, Store, StoreError, TemplateFilter,
+};
+
+/// The store's clock in these tests: a fixed start, far from the real time.
+const T0: i64 = 1_700_000_000_000;
 
 async fn store_with(n: usize) -> (tempfile::TempDir, SqliteStore, Vec<i64>) {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("relay.db"), 16)
+    let store = SqliteStore::open(&dir.path().join("relay.db"), 16, Clock::starting_at(T0))
         .await
         .unwrap();
+    let events = accept_n(&store, n, "t", None).await;
+    (dir, store, events)
+}
+
+/// Accepts `n` events with one delivery each to `target` with `template`.
+async fn accept_n(store: &SqliteStore, n: usize, target: &str, template: Option<&str>) -> Vec<i64> {
     let mut events = Vec::new();
     for i in 0..n {
         let body = format!(r#"{{"website_id":"w","event":"message:send","data":{{"n":{i}}}}}"#);
@@ -21,12 +38,12 @@ async fn store_with(n: usize) -> (tempfile::TempDir, SqliteStore, Vec<i64>) {
         };
         let delivery = NewDelivery {
             route: "r".into(),
-            target: "t".into(),
-            template: None,
+            target: target.into(),
+            template: template.map(str::to_owned),
         };
         events.push(store.accept(event, vec![delivery]).await.unwrap());
     }
-    (dir, store, events)
+    events
 }
 
 #[tokio::test]
@@ -52,25 +69,13 @@ async fn pruning_removes_delivered_rows_and_their_events_past_retention_only() {
         .unwrap();
 
     // Nothing is old enough yet.
-    assert_eq!(
-        store
-            .apply(Op::PruneDelivered { before_ms: 0 })
-            .await
-            .unwrap(),
-        0
-    );
+    assert_eq!(store.prune(T0 - 1).await.unwrap(), (0, 0));
     assert_eq!(store.deliveries().await.unwrap().len(), 3);
 
     // Past retention: only the delivered row goes, with its event; the dead
     // letter and the pending row stay, and so do their events.
-    let later = crisp_relay::now_ms() + 1_000;
-    assert_eq!(
-        store
-            .apply(Op::PruneDelivered { before_ms: later })
-            .await
-            .unwrap(),
-        1
-    );
+    let later = T0 + 60_000;
+    assert_eq!(store.prune(later).await.unwrap(), (1, 1));
     let left: Vec<(String, i64)> = store
         .deliveries()
         .await
@@ -167,7 +172,7 @@ async fn dead_letters_are_listed_replayed_by_id_or_target_and_purged() {
     assert_eq!(
         store
             .apply(Op::PurgeDead {
-                before_ms: crisp_relay::now_ms() + 1_000
+                before_ms: T0 + 60_000
             })
             .await
             .unwrap(),
@@ -182,7 +187,9 @@ async fn dead_letters_are_listed_replayed_by_id_or_target_and_purged() {
 async fn a_store_written_by_a_newer_version_is_refused_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("relay.db");
-    let store = SqliteStore::open(&path, 4).await.unwrap();
+    let store = SqliteStore::open(&path, 4, Clock::starting_at(T0))
+        .await
+        .unwrap();
     store.close().await;
     // Bump the schema version as a newer relay would.
     {
@@ -196,7 +203,10 @@ async fn a_store_written_by_a_newer_version_is_refused_with_a_clear_error() {
             .unwrap();
         conn.close().await.unwrap();
     }
-    let err = SqliteStore::open(&path, 4).await.unwrap_err().to_string();
+    let err = SqliteStore::open(&path, 4, Clock::starting_at(T0))
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("newer crisp-relay") && err.contains("99"),
         "{err}"
@@ -214,9 +224,9 @@ async fn results_queued_together_apply_in_order_with_per_op_counts() {
         status,
     };
     // On this single-threaded runtime the writer cannot run before the last
-    // of these is queued, so they are one commit: runs of `Delivered` are
-    // applied as one statement, around a `Dead` and a `Retry` of the same
-    // row that must come first.
+    // of these is queued, so they are one commit (counted below): runs of
+    // `Delivered` are applied as one statement, around a `Dead` and a
+    // `Retry` of the same row that must come first.
     let ops = vec![
         delivered(id(0), 1, Some(200)),
         delivered(id(1), 3, Some(204)),
@@ -239,6 +249,7 @@ async fn results_queued_together_apply_in_order_with_per_op_counts() {
         // Already dead: `Delivered` does not look at the state.
         delivered(id(2), 5, Some(200)),
     ];
+    let commits_before = store.stats().commits.load(Ordering::Relaxed);
     let mut pending = Vec::new();
     for op in ops {
         pending.push(store.apply_later(op).await.unwrap());
@@ -248,6 +259,11 @@ async fn results_queued_together_apply_in_order_with_per_op_counts() {
         counts.push(c.wait().await.unwrap());
     }
     assert_eq!(counts, vec![1, 1, 0, 1, 1, 1, 1, 1]);
+    assert_eq!(
+        store.stats().commits.load(Ordering::Relaxed) - commits_before,
+        1,
+        "the results were not one commit"
+    );
     let got: Vec<(String, i64)> = store
         .deliveries()
         .await
@@ -265,4 +281,297 @@ async fn results_queued_together_apply_in_order_with_per_op_counts() {
             ("delivered".to_owned(), 2),
         ]
     );
+}
+
+#[tokio::test]
+async fn a_replayed_dead_letter_is_due_at_once_with_a_fresh_max_age() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relay.db");
+    // Accepted and dead-lettered by a relay whose clock read T0 ...
+    let store = SqliteStore::open(&path, 4, Clock::starting_at(T0))
+        .await
+        .unwrap();
+    accept_n(&store, 1, "t", None).await;
+    store
+        .apply(Op::Dead {
+            id: 1,
+            attempts: 12,
+            status: Some(503),
+            error: "gone".into(),
+        })
+        .await
+        .unwrap();
+    store.close().await;
+    // ... replayed a day later (another process: `deadletters replay`).
+    let day = 86_400_000;
+    let later = SqliteStore::open(&path, 4, Clock::starting_at(T0 + day))
+        .await
+        .unwrap();
+    let replayed = later
+        .apply(Op::Replay {
+            id: Some(1),
+            target: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(replayed, 1);
+    let row = later.next_pending("t").await.unwrap().unwrap();
+    assert_eq!(row.attempts, 0);
+    // max_age counts from the replay, not from the first acceptance ...
+    assert!(row.queued_at_ms >= T0 + day, "{row:?}");
+    assert!(row.created_at_ms < T0 + day, "{row:?}");
+    // ... and it is due whatever the reading relay's clock says.
+    assert!(row.next_attempt_at_ms <= T0, "{row:?}");
+    later.close().await;
+}
+
+#[tokio::test]
+async fn orphaned_rows_are_counted_skipped_by_a_filtered_read_moved_and_purged() {
+    let (_dir, store, _) = store_with(0).await;
+    accept_n(&store, 2, "chat", Some("old_tpl")).await;
+    accept_n(&store, 3, "chat", Some("visitor")).await;
+    accept_n(&store, 1, "gone", Some("visitor")).await;
+    let group = |target: &str, template: &str, count| PendingGroup {
+        target: target.into(),
+        template: Some(template.into()),
+        count,
+    };
+    assert_eq!(
+        store.pending_groups().await.unwrap(),
+        vec![
+            group("chat", "old_tpl", 2),
+            group("chat", "visitor", 3),
+            group("gone", "visitor", 1)
+        ]
+    );
+    // A worker that can only render `visitor` reads past the others, in
+    // order, and leaves them queued.
+    let filter = TemplateFilter::OneOf(vec!["visitor".into()]);
+    let ids: Vec<i64> = store
+        .pending("chat", 0, 10, &filter)
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(ids, vec![3, 4, 5]);
+    assert!(
+        store
+            .pending("chat", 0, 10, &TemplateFilter::OneOf(Vec::new()))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .pending("chat", 0, 10, &TemplateFilter::Any)
+            .await
+            .unwrap()
+            .len(),
+        5
+    );
+
+    // Renamed template: the two rows get the new name and keep their place.
+    let moved = store
+        .apply(Op::MovePending {
+            from: "chat".into(),
+            template: Some("old_tpl".into()),
+            to: None,
+            to_template: Some("visitor".into()),
+        })
+        .await
+        .unwrap();
+    assert_eq!(moved, 2);
+    let ids: Vec<i64> = store
+        .pending("chat", 0, 10, &filter)
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(ids, vec![1, 2, 3, 4, 5]);
+    // Renamed target: moved to `chat`, behind nothing (ids keep order).
+    let moved = store
+        .apply(Op::MovePending {
+            from: "gone".into(),
+            template: None,
+            to: Some("chat".into()),
+            to_template: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(moved, 1);
+    assert_eq!(
+        store.pending_groups().await.unwrap(),
+        vec![group("chat", "visitor", 6)]
+    );
+    // Purge by target and template; other templates stay.
+    accept_n(&store, 2, "chat", Some("stale")).await;
+    let purged = store
+        .apply(Op::PurgePending {
+            target: "chat".into(),
+            template: Some("stale".into()),
+        })
+        .await
+        .unwrap();
+    assert_eq!(purged, 2);
+    assert_eq!(
+        store.pending_groups().await.unwrap(),
+        vec![group("chat", "visitor", 6)]
+    );
+    store.close().await;
+}
+
+#[tokio::test]
+async fn queue_figures_count_pending_and_dead_and_date_the_head_of_each_queue() {
+    let (_dir, store, _) = store_with(3).await;
+    accept_n(&store, 2, "other", None).await;
+    store
+        .apply(Op::Dead {
+            id: 1,
+            attempts: 1,
+            status: Some(400),
+            error: "bad".into(),
+        })
+        .await
+        .unwrap();
+    store
+        .apply(Op::Delivered {
+            id: 4,
+            attempts: 1,
+            status: Some(200),
+        })
+        .await
+        .unwrap();
+    let mut stats = store.queue_stats().await.unwrap();
+    stats.sort_by(|a, b| a.target.cmp(&b.target));
+    let got: Vec<(&str, i64, i64, bool)> = stats
+        .iter()
+        .map(|s| {
+            (
+                s.target.as_str(),
+                s.pending,
+                s.dead,
+                s.head_queued_at_ms.is_some_and(|t| t >= T0),
+            )
+        })
+        .collect();
+    assert_eq!(got, vec![("other", 1, 0, true), ("t", 2, 1, true)]);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn retention_prunes_in_chunks_each_its_own_commit() {
+    let (_dir, store, _) = store_with(1_200).await;
+    for id in 1..=1_200 {
+        store
+            .apply_later(Op::Delivered {
+                id,
+                attempts: 1,
+                status: Some(200),
+            })
+            .await
+            .unwrap();
+    }
+    store.barrier().await.unwrap();
+    let before = store.stats().commits.load(Ordering::Relaxed);
+    assert_eq!(store.prune(T0 + 60_000).await.unwrap(), (1_200, 1_200));
+    let commits = store.stats().commits.load(Ordering::Relaxed) - before;
+    // 1,200 rows and 1,200 events at 500 per chunk: 3 + 3 commits, so an
+    // ingest commit waits for one chunk at most, never for the whole prune.
+    assert_eq!(commits, 6);
+    assert_eq!(store.event_count().await.unwrap(), 0);
+    store.close().await;
+}
+
+/// Delivery results queue apart from ingest: however many wait for a
+/// commit, an event still finds room (`store.queue_capacity` is ingest's).
+#[tokio::test]
+async fn waiting_results_never_take_the_room_of_accepted_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("relay.db"), 2, Clock::starting_at(T0))
+        .await
+        .unwrap();
+    accept_n(&store, 1, "t", None).await;
+    // On this single-threaded runtime the writer cannot take these before
+    // the accept below is queued.
+    let mut waiting = Vec::new();
+    for _ in 0..50 {
+        waiting.push(
+            store
+                .apply_later(Op::Retry {
+                    id: 1,
+                    attempts: 1,
+                    next_attempt_at_ms: 0,
+                    status: Some(503),
+                    error: "busy".into(),
+                })
+                .await
+                .unwrap(),
+        );
+    }
+    let accepted = accept_n(&store, 1, "t", None).await;
+    assert_eq!(accepted, vec![2]);
+    for w in waiting {
+        w.wait().await.unwrap();
+    }
+    store.close().await;
+    assert!(matches!(
+        store
+            .accept(
+                NewEvent {
+                    received_at_ms: 0,
+                    website_id: "w".into(),
+                    name: "e".into(),
+                    timestamp_ms: 0,
+                    body: "{}".into()
+                },
+                Vec::new()
+            )
+            .await,
+        Err(StoreError::Closed)
+    ));
+}
+
+/// A file written by the first release (schema 1) is upgraded in place:
+/// queued rows keep their ages and stay readable in order.
+#[tokio::test]
+async fn a_schema_1_store_is_migrated_with_its_queue() {
+    use sqlx::Connection;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relay.db");
+    {
+        let mut conn =
+            sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=rwc", path.display()))
+                .await
+                .unwrap();
+        sqlx::raw_sql(
+            "CREATE TABLE events (id INTEGER PRIMARY KEY, received_at INTEGER NOT NULL, website_id TEXT NOT NULL, name TEXT NOT NULL, timestamp INTEGER NOT NULL, body TEXT NOT NULL) STRICT;
+             CREATE TABLE deliveries (id INTEGER PRIMARY KEY, event_id INTEGER NOT NULL REFERENCES events(id) ON DELETE CASCADE, route TEXT NOT NULL, target TEXT NOT NULL, template TEXT, state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'delivered', 'dead')), attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at INTEGER NOT NULL, last_status INTEGER, last_error TEXT, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL) STRICT;
+             CREATE INDEX deliveries_queue ON deliveries(target, state, id);
+             CREATE INDEX deliveries_event ON deliveries(event_id);
+             CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
+             INSERT INTO events VALUES (1, 5, 'w', 'message:send', 5, '{}'), (2, 6, 'w', 'message:send', 6, '{}');
+             INSERT INTO deliveries (event_id, route, target, state, next_attempt_at, created_at, updated_at) VALUES
+               (1, 'r', 't', 'delivered', 5, 5, 7), (2, 'r', 't', 'pending', 6, 6, 6);
+             PRAGMA user_version = 1;",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        conn.close().await.unwrap();
+    }
+    let store = SqliteStore::open(&path, 4, Clock::starting_at(T0))
+        .await
+        .unwrap();
+    let row = store.next_pending("t").await.unwrap().unwrap();
+    assert_eq!((row.id, row.queued_at_ms, row.created_at_ms), (2, 6, 6));
+    assert_eq!(store.deliveries().await.unwrap().len(), 2);
+    store.close().await;
+    // Opening again changes nothing (the version is now current).
+    let again = SqliteStore::open(&path, 4, Clock::starting_at(T0))
+        .await
+        .unwrap();
+    assert_eq!(again.next_pending("t").await.unwrap().unwrap().id, 2);
+    again.close().await;
 }

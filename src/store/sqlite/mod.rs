@@ -1,0 +1,535 @@
+//! SQLite engine for the store: one file, WAL mode, `synchronous = FULL`
+//! for accepted events, a single writer task doing group commits
+//! (`writer`), a small pool for reads, and the schema's migrations
+//! (`schema`).
+
+mod schema;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Connection, QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+pub use schema::SCHEMA_VERSION;
+pub use writer::StoreStats;
+use writer::{Request, Wakers, Writer};
+
+use super::{
+    Committed, DeadLetter, DeliveryRow, NewDelivery, NewEvent, Op, PendingDelivery, PendingGroup,
+    QueueStats, Store, StoreError, StoreFuture, TemplateFilter,
+};
+use crate::clock::Clock;
+
+/// Room for delivery results and other changes waiting for a commit. A
+/// worker waits when it is full (results are never refused).
+const OPS_CAPACITY: usize = 8192;
+
+/// Rows looked at per retention chunk (one commit each).
+const PRUNE_CHUNK: i64 = 500;
+
+/// The SQLite store. Cheap to clone.
+#[derive(Clone)]
+pub struct SqliteStore {
+    accepts: mpsc::Sender<Request>,
+    ops: mpsc::Sender<Request>,
+    reads: SqlitePool,
+    capacity: usize,
+    stats: Arc<StoreStats>,
+    writer: Arc<tokio::sync::Mutex<Option<JoinHandle<()>>>>,
+    path: PathBuf,
+    wakers: Wakers,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+fn options(path: &Path) -> SqliteConnectOptions {
+    SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .foreign_keys(true)
+        .busy_timeout(Duration::from_secs(5))
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store at `path`, creates or upgrades
+    /// the schema and starts the writer. `capacity` bounds the accepted
+    /// events waiting for a commit; `clock` stamps every row.
+    pub async fn open(path: &Path, capacity: usize, clock: Clock) -> Result<Self, StoreError> {
+        let open_err = |source: Arc<dyn std::error::Error + Send + Sync>| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| open_err(Arc::new(e)))?;
+        }
+        let mut conn = SqliteConnection::connect_with(&options(path))
+            .await
+            .map_err(|e| open_err(Arc::new(e)))?;
+        schema::migrate(&mut conn, &path.display().to_string()).await?;
+        let next_id: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) + 1 FROM events")
+            .fetch_one(&mut conn)
+            .await?;
+
+        // No idle timeout, lifetime or ping: SQLite connections to a local
+        // file do not go stale, and without them reads start no timers (which
+        // keeps tests on tokio's paused clock exact).
+        let reads = SqlitePoolOptions::new()
+            .max_connections(2)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .test_before_acquire(false)
+            .connect_with(options(path))
+            .await
+            .map_err(|e| open_err(Arc::new(e)))?;
+        let (accepts, accepts_rx) = mpsc::channel(capacity.max(1));
+        let (ops, ops_rx) = mpsc::channel(OPS_CAPACITY);
+        let stats = Arc::new(StoreStats::default());
+        let wakers = Wakers::default();
+        let writer = tokio::spawn(
+            Writer {
+                conn,
+                accepts: accepts_rx,
+                ops: ops_rx,
+                next_id,
+                stats: stats.clone(),
+                wakers: wakers.clone(),
+                clock,
+            }
+            .run(),
+        );
+        Ok(Self {
+            accepts,
+            ops,
+            reads,
+            capacity,
+            stats,
+            writer: Arc::new(tokio::sync::Mutex::new(Some(writer))),
+            path: path.to_owned(),
+            wakers,
+        })
+    }
+
+    /// Sends a request on the results queue and waits for its answer.
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Request,
+    ) -> Result<T, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.ops
+            .send(make(reply))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.unwrap_or(Err(StoreError::Closed))
+    }
+
+    async fn do_close(&self) {
+        let handle = self.writer.lock().await.take();
+        if let Some(h) = handle {
+            let _ = self.ops.send(Request::Close).await;
+            let _ = h.await;
+            let commits = self.stats.commits.load(Ordering::Relaxed);
+            let events = self.stats.events.load(Ordering::Relaxed);
+            tracing::debug!(
+                commits,
+                events,
+                mean_batch = if commits == 0 {
+                    0.0
+                } else {
+                    events as f64 / commits as f64
+                },
+                max_batch = self.stats.max_batch.load(Ordering::Relaxed),
+                "store closed"
+            );
+        }
+        self.reads.close().await;
+    }
+
+    /// Group-commit counters.
+    pub fn stats(&self) -> &StoreStats {
+        &self.stats
+    }
+
+    /// The oldest pending delivery for `target` (FIFO by id), with its event.
+    pub async fn next_pending(&self, target: &str) -> Result<Option<PendingDelivery>, StoreError> {
+        Ok(self
+            .pending(target, 0, 1, &TemplateFilter::Any)
+            .await?
+            .into_iter()
+            .next())
+    }
+
+    /// How many deliveries for `target` are pending.
+    pub async fn pending_count(&self, target: &str) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT COUNT(*) FROM deliveries WHERE target = ? AND state = 'pending'",
+        )
+        .bind(target)
+        .fetch_one(&self.reads)
+        .await?)
+    }
+
+    pub async fn event_count(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM events")
+            .fetch_one(&self.reads)
+            .await?)
+    }
+
+    /// The stored body of event `id`.
+    pub async fn event_body(&self, id: i64) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT body FROM events WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.reads)
+            .await?)
+    }
+
+    /// All delivery rows, oldest first (for inspection and tests).
+    pub async fn deliveries(&self) -> Result<Vec<DeliveryRow>, StoreError> {
+        let rows = sqlx::query("SELECT id, event_id, route, target, template, state, attempts FROM deliveries ORDER BY id")
+            .fetch_all(&self.reads)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(DeliveryRow {
+                    id: r.try_get(0)?,
+                    event_id: r.try_get(1)?,
+                    route: r.try_get(2)?,
+                    target: r.try_get(3)?,
+                    template: r.try_get(4)?,
+                    state: r.try_get(5)?,
+                    attempts: r.try_get(6)?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
+    /// The next window of at most [`PRUNE_CHUNK`] ids of `table` after
+    /// `after`: its last id, and whether it reached rows at or past
+    /// `before_ms` (by `time_col`), which ends the pass. `None`: no rows.
+    async fn prune_window(
+        &self,
+        table: &str,
+        time_col: &str,
+        after: i64,
+        before_ms: i64,
+    ) -> Result<Option<(i64, bool)>, StoreError> {
+        let sql = format!(
+            "SELECT MAX(id), MAX({time_col}), COUNT(*) FROM (SELECT id, {time_col} FROM {table} WHERE id > ? ORDER BY id LIMIT ?)"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(after)
+            .bind(PRUNE_CHUNK)
+            .fetch_one(&self.reads)
+            .await?;
+        let count: i64 = row.try_get(2)?;
+        if count == 0 {
+            return Ok(None);
+        }
+        let last: i64 = row.try_get(0)?;
+        let newest: i64 = row.try_get(1)?;
+        Ok(Some((last, newest >= before_ms || count < PRUNE_CHUNK)))
+    }
+
+    async fn do_prune(&self, before_ms: i64) -> Result<(u64, u64), StoreError> {
+        let mut totals = (0, 0);
+        for (table, time_col) in [("deliveries", "created_at"), ("events", "received_at")] {
+            let mut after = 0;
+            while let Some((up_to_id, last)) =
+                self.prune_window(table, time_col, after, before_ms).await?
+            {
+                let op = if table == "deliveries" {
+                    Op::PruneDelivered {
+                        after_id: after,
+                        up_to_id,
+                        before_ms,
+                    }
+                } else {
+                    Op::PruneEvents {
+                        after_id: after,
+                        up_to_id,
+                        before_ms,
+                    }
+                };
+                let n = self.apply(op).await?;
+                if table == "deliveries" {
+                    totals.0 += n;
+                } else {
+                    totals.1 += n;
+                }
+                after = up_to_id;
+                if last {
+                    break;
+                }
+            }
+        }
+        Ok(totals)
+    }
+
+    async fn read_pending(
+        &self,
+        target: &str,
+        after_id: i64,
+        limit: u32,
+        filter: &TemplateFilter,
+    ) -> Result<Vec<PendingDelivery>, StoreError> {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "SELECT d.id, d.event_id, d.route, d.template, d.attempts, d.next_attempt_at, d.created_at, d.queued_at, e.body, e.timestamp, e.received_at \
+             FROM deliveries d JOIN events e ON e.id = d.event_id \
+             WHERE d.state = 'pending' AND d.target = ",
+        );
+        q.push_bind(target).push(" AND d.id > ").push_bind(after_id);
+        if let TemplateFilter::OneOf(names) = filter {
+            if names.is_empty() {
+                return Ok(Vec::new());
+            }
+            q.push(" AND d.template IN (");
+            let mut list = q.separated(", ");
+            for n in names {
+                list.push_bind(n.as_str());
+            }
+            q.push(")");
+        }
+        q.push(" ORDER BY d.id LIMIT ").push_bind(i64::from(limit));
+        let rows = q.build().fetch_all(&self.reads).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(PendingDelivery {
+                    id: r.try_get(0)?,
+                    event_id: r.try_get(1)?,
+                    route: r.try_get(2)?,
+                    target: target.to_owned(),
+                    template: r.try_get(3)?,
+                    attempts: r.try_get(4)?,
+                    next_attempt_at_ms: r.try_get(5)?,
+                    created_at_ms: r.try_get(6)?,
+                    queued_at_ms: r.try_get(7)?,
+                    body: r.try_get(8)?,
+                    timestamp_ms: r.try_get(9)?,
+                    received_at_ms: r.try_get(10)?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
+    async fn read_dead_letters(&self, target: Option<&str>) -> Result<Vec<DeadLetter>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT d.id, d.event_id, d.route, d.target, e.name, d.attempts, d.last_status, d.last_error, d.created_at, d.updated_at \
+             FROM deliveries d JOIN events e ON e.id = d.event_id \
+             WHERE d.state = 'dead' AND (?1 IS NULL OR d.target = ?1) ORDER BY d.id",
+        )
+        .bind(target)
+        .fetch_all(&self.reads)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(DeadLetter {
+                    id: r.try_get(0)?,
+                    event_id: r.try_get(1)?,
+                    route: r.try_get(2)?,
+                    target: r.try_get(3)?,
+                    event: r.try_get(4)?,
+                    attempts: r.try_get(5)?,
+                    last_status: r.try_get(6)?,
+                    last_error: r.try_get(7)?,
+                    created_at_ms: r.try_get(8)?,
+                    failed_at_ms: r.try_get(9)?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
+    async fn read_pending_groups(&self) -> Result<Vec<PendingGroup>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT target, template, COUNT(*) FROM deliveries WHERE state = 'pending' \
+             GROUP BY target, template ORDER BY target, template",
+        )
+        .fetch_all(&self.reads)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(PendingGroup {
+                    target: r.try_get(0)?,
+                    template: r.try_get(1)?,
+                    count: r.try_get(2)?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
+    /// Counts over the partial indexes (queued rows only), then the head
+    /// of each target's queue by its index: no read of delivered rows.
+    async fn read_queue_stats(&self) -> Result<Vec<QueueStats>, StoreError> {
+        let mut out: Vec<QueueStats> = Vec::new();
+        let pending = sqlx::query(
+            "SELECT target, COUNT(*) FROM deliveries WHERE state = 'pending' GROUP BY target",
+        )
+        .fetch_all(&self.reads)
+        .await?;
+        for r in &pending {
+            out.push(QueueStats {
+                target: r.try_get(0)?,
+                pending: r.try_get(1)?,
+                ..QueueStats::default()
+            });
+        }
+        let dead = sqlx::query(
+            "SELECT target, COUNT(*) FROM deliveries WHERE state = 'dead' GROUP BY target",
+        )
+        .fetch_all(&self.reads)
+        .await?;
+        for r in &dead {
+            let target: String = r.try_get(0)?;
+            let count: i64 = r.try_get(1)?;
+            match out.iter_mut().find(|s| s.target == target) {
+                Some(s) => s.dead = count,
+                None => out.push(QueueStats {
+                    target,
+                    dead: count,
+                    ..QueueStats::default()
+                }),
+            }
+        }
+        for s in out.iter_mut().filter(|s| s.pending > 0) {
+            s.head_queued_at_ms = sqlx::query_scalar(
+                "SELECT queued_at FROM deliveries WHERE state = 'pending' AND target = ? ORDER BY id LIMIT 1",
+            )
+            .bind(&s.target)
+            .fetch_optional(&self.reads)
+            .await?;
+        }
+        Ok(out)
+    }
+}
+
+/// The pending groups of the store file at `path`, read without creating,
+/// migrating or writing it; `None` when there is no file (for `check`).
+pub async fn pending_groups_at(path: &Path) -> Result<Option<Vec<PendingGroup>>, StoreError> {
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let opts = SqliteConnectOptions::new()
+        .filename(path)
+        .read_only(true)
+        .busy_timeout(Duration::from_secs(5));
+    let mut conn = SqliteConnection::connect_with(&opts).await?;
+    let rows = sqlx::query(
+        "SELECT target, template, COUNT(*) FROM deliveries WHERE state = 'pending' \
+         GROUP BY target, template ORDER BY target, template",
+    )
+    .fetch_all(&mut conn)
+    .await?;
+    let _ = conn.close().await;
+    rows.iter()
+        .map(|r| {
+            Ok(PendingGroup {
+                target: r.try_get(0)?,
+                template: r.try_get(1)?,
+                count: r.try_get(2)?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map(Some)
+        .map_err(StoreError::from)
+}
+
+impl Store for SqliteStore {
+    fn accept(&self, event: NewEvent, deliveries: Vec<NewDelivery>) -> StoreFuture<'_, i64> {
+        Box::pin(async move {
+            let (reply, rx) = oneshot::channel();
+            self.accepts
+                .try_send(Request::Accept {
+                    event,
+                    deliveries,
+                    reply,
+                })
+                .map_err(|e| match e {
+                    mpsc::error::TrySendError::Full(_) => StoreError::Full(self.capacity),
+                    mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
+                })?;
+            rx.await.unwrap_or(Err(StoreError::Closed))
+        })
+    }
+
+    fn probe(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let (reply, rx) = oneshot::channel();
+            self.accepts
+                .try_send(Request::Probe { reply })
+                .map_err(|e| match e {
+                    mpsc::error::TrySendError::Full(_) => StoreError::Full(self.capacity),
+                    mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
+                })?;
+            rx.await.unwrap_or(Err(StoreError::Closed))
+        })
+    }
+
+    fn apply(&self, op: Op) -> StoreFuture<'_, u64> {
+        Box::pin(self.call(|reply| Request::Op { op, reply }))
+    }
+
+    fn apply_later(&self, op: Op) -> StoreFuture<'_, Committed> {
+        Box::pin(async move {
+            let (reply, rx) = oneshot::channel();
+            self.ops
+                .send(Request::Op { op, reply })
+                .await
+                .map_err(|_| StoreError::Closed)?;
+            Ok(Committed::new(rx))
+        })
+    }
+
+    fn barrier(&self) -> StoreFuture<'_, ()> {
+        Box::pin(self.call(|reply| Request::Barrier { reply }))
+    }
+
+    fn pending<'a>(
+        &'a self,
+        target: &'a str,
+        after_id: i64,
+        limit: u32,
+        filter: &'a TemplateFilter,
+    ) -> StoreFuture<'a, Vec<PendingDelivery>> {
+        Box::pin(self.read_pending(target, after_id, limit, filter))
+    }
+
+    fn pending_groups(&self) -> StoreFuture<'_, Vec<PendingGroup>> {
+        Box::pin(self.read_pending_groups())
+    }
+
+    fn queue_stats(&self) -> StoreFuture<'_, Vec<QueueStats>> {
+        Box::pin(self.read_queue_stats())
+    }
+
+    fn dead_letters<'a>(&'a self, target: Option<&'a str>) -> StoreFuture<'a, Vec<DeadLetter>> {
+        Box::pin(self.read_dead_letters(target))
+    }
+
+    fn prune(&self, before_ms: i64) -> StoreFuture<'_, (u64, u64)> {
+        Box::pin(self.do_prune(before_ms))
+    }
+
+    fn waker(&self, target: &str) -> Arc<Notify> {
+        self.wakers.get(target)
+    }
+
+    fn close(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        Box::pin(self.do_close())
+    }
+}

@@ -1,0 +1,88 @@
+//! The SQLite schema and its migrations (`PRAGMA user_version`).
+//!
+//! Version 2 adds `queued_at` (when a delivery entered the queue: created,
+//! or replayed; `max_age` counts from it) and replaces the index over every
+//! delivery by two partial ones over the queued rows only, so reads of the
+//! queue (the workers' reads, the metrics, orphan counts) cost what is
+//! queued, not what was delivered over the retention period.
+
+use sqlx::{AssertSqlSafe, SqliteConnection};
+
+use crate::store::StoreError;
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: i64 = 2;
+
+const TABLES: &str = r#"
+CREATE TABLE IF NOT EXISTS events (
+    id          INTEGER PRIMARY KEY,
+    received_at INTEGER NOT NULL,
+    website_id  TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    timestamp   INTEGER NOT NULL,
+    body        TEXT NOT NULL
+) STRICT;
+CREATE TABLE IF NOT EXISTS deliveries (
+    id              INTEGER PRIMARY KEY,
+    event_id        INTEGER NOT NULL REFERENCES events(id) ON DELETE CASCADE,
+    route           TEXT NOT NULL,
+    target          TEXT NOT NULL,
+    template        TEXT,
+    state           TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'delivered', 'dead')),
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL,
+    last_status     INTEGER,
+    last_error      TEXT,
+    created_at      INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL,
+    queued_at       INTEGER NOT NULL DEFAULT 0
+) STRICT;
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) STRICT;
+"#;
+
+/// The queue's indexes. Queries must say `state = 'pending'` (or `'dead'`)
+/// literally for SQLite to use them.
+const INDEXES: &str = r#"
+CREATE INDEX IF NOT EXISTS deliveries_pending ON deliveries(target, id) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS deliveries_dead ON deliveries(target, id) WHERE state = 'dead';
+CREATE INDEX IF NOT EXISTS deliveries_event ON deliveries(event_id);
+"#;
+
+/// Version 1 → 2.
+const V1_TO_V2: &str = r#"
+ALTER TABLE deliveries ADD COLUMN queued_at INTEGER NOT NULL DEFAULT 0;
+UPDATE deliveries SET queued_at = created_at WHERE state != 'delivered';
+DROP INDEX IF EXISTS deliveries_queue;
+"#;
+
+/// Creates or upgrades the schema on `conn`, in one transaction. `path` is
+/// for messages.
+pub async fn migrate(conn: &mut SqliteConnection, path: &str) -> Result<(), StoreError> {
+    let version: i64 = sqlx::query_scalar("PRAGMA user_version")
+        .fetch_one(&mut *conn)
+        .await?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::NewerSchema {
+            path: path.to_owned(),
+            found: version,
+            known: SCHEMA_VERSION,
+        });
+    }
+    if version == SCHEMA_VERSION {
+        return Ok(());
+    }
+    let mut script = String::from("BEGIN IMMEDIATE;");
+    script.push_str(TABLES);
+    if version == 1 {
+        script.push_str(V1_TO_V2);
+    }
+    script.push_str(INDEXES);
+    script.push_str(&format!("PRAGMA user_version = {SCHEMA_VERSION};\nCOMMIT;"));
+    sqlx::raw_sql(AssertSqlSafe(script))
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
