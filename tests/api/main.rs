@@ -11,6 +11,7 @@ mod delivery;
 mod fakes;
 mod healthcheck;
 mod hostile;
+mod hostile_destinations;
 mod ingest;
 mod metrics;
 mod properties;
