@@ -273,6 +273,20 @@ pub(super) fn validate_target(ctx: &mut Ctx, name: &str, raw: &S<RawTarget>) -> 
             &format!("target `{name}` retry.max_age"),
             retry.max_age,
         );
+        if kind.needs_template()
+            && let Some(set) = &r.max_backoff
+            && retry.max_backoff < CHAT_MIN_BACKOFF
+        {
+            ctx.warn(
+                set,
+                format!(
+                    "target `{name}`: retry.max_backoff {:?} also caps the waits {kind} asks for (Retry-After, rate-limit resets); below {}s, sends may come too early and be refused with 429",
+                    retry.max_backoff,
+                    CHAT_MIN_BACKOFF.as_secs()
+                ),
+                Some(format!("use at least `{}s`", CHAT_MIN_BACKOFF.as_secs())),
+            );
+        }
         if retry.max_backoff < retry.initial_backoff {
             ctx.err(
                 t.retry.as_ref()?,
@@ -335,6 +349,10 @@ pub(super) fn http_header_name_ok(k: &str) -> bool {
         && k.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
+
+/// Below this, `retry.max_backoff` on a Discord or Slack target cuts waits
+/// those destinations commonly ask for (shared limits of up to a minute).
+const CHAT_MIN_BACKOFF: Duration = Duration::from_secs(60);
 
 /// `true`/`false` as a variable may spell them.
 fn parse_bool(v: &str) -> Option<bool> {
