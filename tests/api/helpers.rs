@@ -376,3 +376,100 @@ pub fn parse_response_head(head: &[u8]) -> (String, u16, Vec<(String, String)>) 
         .collect();
     (status_line, status, headers)
 }
+
+/// The relay run in this process through the library, on listeners the
+/// test binds (127.0.0.1:0), with the parts a test injects: its transport,
+/// its clock. For tests that need what a process cannot offer (a
+/// destination that panics, a clock off the system's); the rest drive the
+/// real binary ([`TestApp`]).
+pub struct LibApp {
+    pub work: Workdir,
+    pub running: Option<crisp_relay::Running>,
+    pub shutdown: tokio_util::sync::CancellationToken,
+    pub ingest: SocketAddr,
+    pub admin: SocketAddr,
+    pub client: reqwest::Client,
+}
+
+impl LibApp {
+    /// Loads `work`'s config (with the test key) and starts the relay.
+    pub async fn start(
+        work: Workdir,
+        transport: Arc<dyn crisp_relay::delivery::transport::Transport>,
+        clock: crisp_relay::clock::Clock,
+    ) -> Self {
+        let relay = crisp_relay::Relay::load_with_env(&work.config_path(), &|k| {
+            (k == "CRISP_HOOK_KEY").then(|| KEY.to_owned())
+        })
+        .unwrap_or_else(|e| panic!("config: {e}"));
+        let listeners = crisp_relay::Listeners {
+            ingest: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            admin: Some(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()),
+        };
+        let parts = crisp_relay::Parts {
+            transport,
+            clock,
+            store: None,
+            seed: Some(7),
+        };
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let running = crisp_relay::start_with(relay, listeners, parts, shutdown.clone())
+            .await
+            .unwrap();
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        Self {
+            ingest: running.ingest_addr,
+            admin: running.admin_addr.unwrap(),
+            running: Some(running),
+            shutdown,
+            work,
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
+        }
+    }
+
+    pub async fn post_event(&self, body: String) -> u16 {
+        self.client
+            .post(format!("http://{}/crisp/hooks?key={KEY}", self.ingest))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
+    pub async fn admin_text(&self, path: &str) -> String {
+        self.client
+            .get(format!("http://{}{path}", self.admin))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    pub fn running(&self) -> &crisp_relay::Running {
+        self.running.as_ref().unwrap()
+    }
+
+    /// Shuts the relay down and waits until it has.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(r) = self.running.take() {
+            r.finished().await;
+        }
+    }
+}
+
+/// The value of one series in a Prometheus text exposition, or `None` when
+/// the series is absent (a test must not read a missing series as 0).
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l[series.len()..].trim().parse().ok())
+}

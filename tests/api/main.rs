@@ -8,6 +8,7 @@ mod helpers;
 mod cli;
 mod config_errors;
 mod delivery;
+mod engine;
 mod fakes;
 mod healthcheck;
 mod hostile;
