@@ -465,6 +465,75 @@ async fn a_404_disables_the_target_and_its_deliveries_stay_queued() {
     store.close().await;
 }
 
+/// A webhook that refuses the relay's credentials (401/403) refuses every
+/// delivery: the target pauses like a Discord one after a 404, instead of
+/// dead-lettering the whole backlog one request at a time. `/readyz` and
+/// `crisp_relay_target_up` show it; a reload with fixed credentials resumes
+/// it, and the backlog goes out in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_refusing_the_credentials_pauses_the_target_until_a_reload() {
+    let hook = FakeServer::webhook().await;
+    hook.always(401, r#"{"error": "invalid token"}"#);
+    let config = |token: &str| {
+        config_with(&format!(
+            "targets:\n  crm: {{kind: webhook, url: \"{}\", headers: {{Authorization: \"Bearer {token}\"}}, {FAST_RETRY}}}\n\
+             routes:\n  - name: all\n    to: [crm]\n",
+            hook.url("/in")
+        ))
+    };
+    let app = TestApp::spawn_with(&config("old")).await;
+    post_all(&app, 0..4).await;
+    wait_for_log(&app, "target paused", 1).await;
+    // One request only, nothing dead-lettered, the pause visible.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        hook.received().len(),
+        1,
+        "a paused target got more requests"
+    );
+    assert!(dead_letters(&app.work).is_empty());
+    let ready = app.admin_get("/readyz").await;
+    assert_eq!(ready.status(), 200);
+    let ready: Value = serde_json::from_str(&ready.text().await.unwrap()).unwrap();
+    assert_eq!(ready["status"], "degraded", "{ready}");
+    assert_eq!(
+        ready["targets_not_running"]["crm"]["state"], "paused",
+        "{ready}"
+    );
+    assert!(
+        ready["targets_not_running"]["crm"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("401")),
+        "{ready}"
+    );
+    let metrics = app.admin_get("/metrics").await.text().await.unwrap();
+    assert_eq!(
+        metric(&metrics, r#"crisp_relay_target_up{target="crm"}"#),
+        Some(0.0)
+    );
+
+    // The token is fixed: a reload resumes the target, in order.
+    hook.clear();
+    app.work.write("relay.yaml", &config("new"));
+    let reloaded = app
+        .client
+        .post(format!("http://{}/-/reload", app.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reloaded.status(), 200);
+    let got = hook.wait_for_accepted(4, GUARD).await;
+    let seqs: Vec<usize> = got.iter().map(|r| seq_in(&r.body_text())).collect();
+    assert_eq!(seqs, vec![0, 1, 2, 3]);
+    assert!(
+        got.iter()
+            .all(|r| r.header("authorization") == Some("Bearer new"))
+    );
+    let ready: Value =
+        serde_json::from_str(&app.admin_get("/readyz").await.text().await.unwrap()).unwrap();
+    assert_eq!(ready, json!({"status": "ready"}));
+}
+
 // ---------------------------------------------------------------------------
 // Crash and shutdown
 

@@ -614,6 +614,101 @@ async fn chunked_body_over_max_body_is_413_while_streaming() {
     assert_eq!(app.post_event(envelope(2)).await.status(), 200);
 }
 
+/// Writes `head` then all of `body` with blocking I/O, as many HTTP client
+/// libraries do (the whole request before reading), then reads the answer.
+/// `Err` names the step that failed (a write broken by a reset).
+fn write_all_then_read(
+    addr: std::net::SocketAddr,
+    head: String,
+    body: Vec<u8>,
+) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(GUARD)).unwrap();
+    s.write_all(head.as_bytes())
+        .and_then(|()| s.write_all(&body))
+        .map_err(|e| format!("writing the body: {e}"))?;
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    Ok(String::from_utf8_lossy(&answer).into_owned())
+}
+
+/// A client that writes its whole body before reading (8 MiB, over the
+/// 64 KiB limit) gets the 413, not a broken pipe: the relay answers at once
+/// and reads the rest of the body (up to 16 MiB) before it closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_writing_a_whole_oversized_body_before_reading_gets_the_413() {
+    let app = TestApp::spawn().await;
+    let size = 8 * 1024 * 1024;
+    let declared = hook_head(
+        "POST",
+        &[
+            "Content-Type: application/json",
+            &format!("Content-Length: {size}"),
+        ],
+    );
+    let mut chunked_body = Vec::new();
+    for part in vec![b' '; size].chunks(64 * 1024) {
+        chunked_body.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
+        chunked_body.extend_from_slice(part);
+        chunked_body.extend_from_slice(b"\r\n");
+    }
+    chunked_body.extend_from_slice(b"0\r\n\r\n");
+    let chunked = hook_head(
+        "POST",
+        &[
+            "Content-Type: application/json",
+            "Transfer-Encoding: chunked",
+        ],
+    );
+    let addr = app.ingest;
+    for (what, head, body) in [
+        ("Content-Length", declared, vec![b' '; size]),
+        ("chunked", chunked, chunked_body),
+    ] {
+        let answer = tokio::task::spawn_blocking(move || write_all_then_read(addr, head, body))
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert!(answer.starts_with("HTTP/1.1 413"), "{what}: {answer}");
+        assert!(
+            answer.contains("body is larger than the 65536 byte limit"),
+            "{what}: {answer}"
+        );
+    }
+    assert_eq!(app.post_event(envelope(1)).await.status(), 200);
+}
+
+/// A hook key is compared as configured: `+` is a plus (not a space, as
+/// form decoding would have it), and `%XX` escapes of it match too.
+#[tokio::test]
+async fn a_key_with_plus_and_percent_matches_as_configured() {
+    let work = Workdir::new(
+        &config_custom("", "", CONSOLE_ALL)
+            .replace("keys: [\"${CRISP_HOOK_KEY}\"]", "keys: [\"a+b/c%d\"]"),
+    );
+    let app = TestApp::spawn_in(work, &[]).await;
+    for (query, want) in [
+        ("a+b/c%d", 200),
+        ("a%2Bb%2Fc%25d", 200),
+        ("a%20b/c%d", 401),
+        ("a b/c%d", 401),
+        ("a+b/c", 401),
+    ] {
+        let status = app
+            .client
+            .post(format!("http://{}/crisp/hooks?key={query}", app.ingest))
+            .header("content-type", "application/json")
+            .body(envelope(1))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        assert_eq!(status, want, "?key={query}");
+    }
+}
+
 // ---------------------------------------------------------------------------
 // 415
 

@@ -6,15 +6,11 @@ use std::time::Duration;
 use crate::fakes::FakeServer;
 use crate::helpers::*;
 
-/// The value of the series whose line starts with `series ` (0 if absent).
+/// The value of the series whose line starts with `series `; a missing
+/// series fails the test (it must not read as 0).
+#[track_caller]
 fn value(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(series)
-                .and_then(|rest| rest.strip_prefix(' '))
-        })
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
+    metric(text, series).unwrap_or_else(|| panic!("no series {series} in:\n{text}"))
 }
 
 async fn scrape(app: &TestApp) -> String {
@@ -43,7 +39,9 @@ async fn metrics_count_events_deliveries_and_queue() {
     let before = scrape(&app).await;
     let accepted = r#"crisp_relay_events_received_total{event="message:send",outcome="accepted"}"#;
     let delivered = r#"crisp_relay_deliveries_total{target="hook",outcome="delivered"}"#;
-    assert_eq!(value(&before, accepted), 0.0);
+    // Per-event series appear with the first such event; per-target ones
+    // exist from the start.
+    assert_eq!(metric(&before, accepted), None, "{before}");
     assert_eq!(value(&before, delivered), 0.0, "{before}");
     assert!(
         before.contains(r#"crisp_relay_build_info{version=""#),
@@ -152,7 +150,7 @@ async fn queue_depth_and_retries_show_a_struggling_target() {
     let retried = r#"crisp_relay_deliveries_total{target="hook",outcome="retried"}"#;
     let mut text = scrape(&app).await;
     for _ in 0..200 {
-        if value(&text, retried) >= 2.0 {
+        if metric(&text, retried).unwrap_or(0.0) >= 2.0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
@@ -164,11 +162,21 @@ async fn queue_depth_and_retries_show_a_struggling_target() {
         4.0,
         "{text}"
     );
-    assert!(
-        value(
-            &text,
-            r#"crisp_relay_oldest_pending_seconds{target="hook"}"#
-        ) >= 0.0
+    // The head of the queue has waited through at least two retries.
+    let oldest = value(
+        &text,
+        r#"crisp_relay_oldest_pending_seconds{target="hook"}"#,
+    );
+    assert!(oldest > 0.0, "{text}");
+    // Failing, but running: up, never restarted, nothing orphaned.
+    assert_eq!(value(&text, r#"crisp_relay_target_up{target="hook"}"#), 1.0);
+    assert_eq!(
+        value(&text, r#"crisp_relay_worker_restarts_total{target="hook"}"#),
+        0.0
+    );
+    assert_eq!(
+        value(&text, r#"crisp_relay_orphaned_deliveries{target="hook"}"#),
+        0.0
     );
     assert_eq!(
         value(
