@@ -17,6 +17,12 @@ use crate::targets::{Body, HeaderValue, OutgoingRequest};
 /// small; a destination must not be able to make the relay buffer more).
 pub const MAX_ANSWER_BODY: usize = 64 * 1024;
 
+/// Longest the relay reads an answer's body once its head has arrived (and
+/// within the target's `timeout`): a destination that drips its body cannot
+/// hold the target's worker for the whole timeout on every message. What
+/// arrived by then is kept; the status decides.
+pub const ANSWER_BODY_TIME: Duration = Duration::from_secs(2);
+
 pub type SendFuture<'a> = Pin<Box<dyn Future<Output = Result<Answer, TransportError>> + Send + 'a>>;
 
 /// Something that can deliver a request and bring back the answer.
@@ -95,14 +101,17 @@ impl Transport for HttpTransport {
                 })
                 .collect();
             let mut bytes = Vec::new();
-            while bytes.len() < MAX_ANSWER_BODY {
-                match resp.chunk().await {
-                    Ok(Some(chunk)) => bytes.extend_from_slice(&chunk),
-                    Ok(None) => break,
-                    // The status is what counts; a broken body is kept as read.
-                    Err(_) => break,
+            let _ = tokio::time::timeout(ANSWER_BODY_TIME, async {
+                while bytes.len() < MAX_ANSWER_BODY {
+                    match resp.chunk().await {
+                        Ok(Some(chunk)) => bytes.extend_from_slice(&chunk),
+                        Ok(None) => break,
+                        // The status is what counts; a broken body is kept as read.
+                        Err(_) => break,
+                    }
                 }
-            }
+            })
+            .await;
             bytes.truncate(MAX_ANSWER_BODY);
             Ok(Answer {
                 status,

@@ -33,6 +33,20 @@ const OPS_CAPACITY: usize = 8192;
 /// Rows looked at per retention chunk (one commit each).
 const PRUNE_CHUNK: i64 = 500;
 
+// The reads of the queue: each must use a partial index over queued rows
+// (checked by a test), never scan the delivered history.
+const PENDING_COUNTS: &str =
+    "SELECT target, COUNT(*) FROM deliveries WHERE state = 'pending' GROUP BY target";
+const DEAD_COUNTS: &str =
+    "SELECT target, COUNT(*) FROM deliveries WHERE state = 'dead' GROUP BY target";
+const QUEUE_HEAD: &str =
+    "SELECT queued_at FROM deliveries WHERE state = 'pending' AND target = ? ORDER BY id LIMIT 1";
+const PENDING_GROUPS: &str = "SELECT target, template, COUNT(*) FROM deliveries WHERE state = 'pending' \
+     GROUP BY target, template ORDER BY target, template";
+const PENDING_READ: &str = "SELECT d.id, d.event_id, d.route, d.template, d.attempts, d.next_attempt_at, d.created_at, d.queued_at, e.body, e.timestamp, e.received_at \
+     FROM deliveries d JOIN events e ON e.id = d.event_id \
+     WHERE d.state = 'pending' AND d.target = ";
+
 /// The SQLite store. Cheap to clone.
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -286,11 +300,7 @@ impl SqliteStore {
         limit: u32,
         filter: &TemplateFilter,
     ) -> Result<Vec<PendingDelivery>, StoreError> {
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "SELECT d.id, d.event_id, d.route, d.template, d.attempts, d.next_attempt_at, d.created_at, d.queued_at, e.body, e.timestamp, e.received_at \
-             FROM deliveries d JOIN events e ON e.id = d.event_id \
-             WHERE d.state = 'pending' AND d.target = ",
-        );
+        let mut q = QueryBuilder::<Sqlite>::new(PENDING_READ);
         q.push_bind(target).push(" AND d.id > ").push_bind(after_id);
         if let TemplateFilter::OneOf(names) = filter {
             if names.is_empty() {
@@ -355,12 +365,7 @@ impl SqliteStore {
     }
 
     async fn read_pending_groups(&self) -> Result<Vec<PendingGroup>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT target, template, COUNT(*) FROM deliveries WHERE state = 'pending' \
-             GROUP BY target, template ORDER BY target, template",
-        )
-        .fetch_all(&self.reads)
-        .await?;
+        let rows = sqlx::query(PENDING_GROUPS).fetch_all(&self.reads).await?;
         rows.iter()
             .map(|r| {
                 Ok(PendingGroup {
@@ -377,11 +382,7 @@ impl SqliteStore {
     /// of each target's queue by its index: no read of delivered rows.
     async fn read_queue_stats(&self) -> Result<Vec<QueueStats>, StoreError> {
         let mut out: Vec<QueueStats> = Vec::new();
-        let pending = sqlx::query(
-            "SELECT target, COUNT(*) FROM deliveries WHERE state = 'pending' GROUP BY target",
-        )
-        .fetch_all(&self.reads)
-        .await?;
+        let pending = sqlx::query(PENDING_COUNTS).fetch_all(&self.reads).await?;
         for r in &pending {
             out.push(QueueStats {
                 target: r.try_get(0)?,
@@ -389,11 +390,7 @@ impl SqliteStore {
                 ..QueueStats::default()
             });
         }
-        let dead = sqlx::query(
-            "SELECT target, COUNT(*) FROM deliveries WHERE state = 'dead' GROUP BY target",
-        )
-        .fetch_all(&self.reads)
-        .await?;
+        let dead = sqlx::query(DEAD_COUNTS).fetch_all(&self.reads).await?;
         for r in &dead {
             let target: String = r.try_get(0)?;
             let count: i64 = r.try_get(1)?;
@@ -407,12 +404,10 @@ impl SqliteStore {
             }
         }
         for s in out.iter_mut().filter(|s| s.pending > 0) {
-            s.head_queued_at_ms = sqlx::query_scalar(
-                "SELECT queued_at FROM deliveries WHERE state = 'pending' AND target = ? ORDER BY id LIMIT 1",
-            )
-            .bind(&s.target)
-            .fetch_optional(&self.reads)
-            .await?;
+            s.head_queued_at_ms = sqlx::query_scalar(QUEUE_HEAD)
+                .bind(&s.target)
+                .fetch_optional(&self.reads)
+                .await?;
         }
         Ok(out)
     }
@@ -429,12 +424,7 @@ pub async fn pending_groups_at(path: &Path) -> Result<Option<Vec<PendingGroup>>,
         .read_only(true)
         .busy_timeout(Duration::from_secs(5));
     let mut conn = SqliteConnection::connect_with(&opts).await?;
-    let rows = sqlx::query(
-        "SELECT target, template, COUNT(*) FROM deliveries WHERE state = 'pending' \
-         GROUP BY target, template ORDER BY target, template",
-    )
-    .fetch_all(&mut conn)
-    .await?;
+    let rows = sqlx::query(PENDING_GROUPS).fetch_all(&mut conn).await?;
     let _ = conn.close().await;
     rows.iter()
         .map(|r| {
@@ -531,5 +521,53 @@ impl Store for SqliteStore {
 
     fn close(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
         Box::pin(self.do_close())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `/metrics`, orphan counts and the workers' reads look only at queued
+    /// rows: every plan goes through a partial index, none scans the
+    /// deliveries table (which holds the whole retention period).
+    #[tokio::test]
+    async fn queue_reads_use_the_partial_indexes_not_a_table_scan() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("relay.db"), 4, Clock::starting_at(0))
+            .await
+            .unwrap();
+        let read = format!(
+            "{PENDING_READ}'t' AND d.id > 0 AND d.template IN ('a', 'b') ORDER BY d.id LIMIT 64"
+        );
+        for sql in [
+            PENDING_COUNTS,
+            DEAD_COUNTS,
+            QUEUE_HEAD,
+            PENDING_GROUPS,
+            read.as_str(),
+        ] {
+            let plan: Vec<String> =
+                sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+                    .bind("t")
+                    .fetch_all(&store.reads)
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|r| r.get::<String, _>(3))
+                    .collect();
+            let on_deliveries: Vec<&String> = plan
+                .iter()
+                .filter(|p| p.contains("deliveries") || p.contains(" d "))
+                .collect();
+            assert!(!on_deliveries.is_empty(), "{sql}: {plan:?}");
+            for step in on_deliveries {
+                assert!(
+                    step.contains("deliveries_pending") || step.contains("deliveries_dead"),
+                    "{sql}: {plan:?}"
+                );
+            }
+        }
+        store.close().await;
     }
 }
