@@ -32,8 +32,11 @@ use crate::store::{Committed, Op, PendingDelivery, StoreError};
 use crate::targets::{Body, OutgoingRequest};
 
 /// How often an idle worker looks at the store even without a wake-up
-/// (replays made by another process, e.g. `crisp-relay deadletters replay`).
-const IDLE_POLL: Duration = Duration::from_secs(5);
+/// (replays made by another process, e.g. `crisp-relay deadletters replay`),
+/// and how often a busy one reads its queue from the start again: it reads
+/// ahead past the last row it took, so rows put back behind that point
+/// (replays, `queue move`) are seen within this, even under a backlog.
+const RESCAN: Duration = Duration::from_secs(5);
 
 /// Rows a worker reads at once (or its target's `batch`, if larger).
 const READ: u32 = 64;
@@ -92,15 +95,20 @@ pub async fn run(
     // Highest id taken from the store; 0 rescans from the start (replays can
     // put old rows back).
     let mut cursor = 0i64;
+    let mut rescanned = Instant::now();
     let end = loop {
         if stop.is_cancelled() {
             break End::Stopped;
         }
         if line.is_empty() {
+            if rescanned.elapsed() >= RESCAN {
+                cursor = 0;
+            }
             // Rows past the cursor have no results yet; a rescan from the
             // start must not see a row whose result is still uncommitted.
             if cursor == 0 {
                 confirm(&mut unconfirmed).await;
+                rescanned = Instant::now();
             }
             let batch = match ctx.store.pending(&target.name, cursor, read, &filter).await {
                 Ok(b) => b,
@@ -120,7 +128,7 @@ pub async fn run(
                 }
                 tokio::select! {
                     () = waker.notified() => {}
-                    () = tokio::time::sleep(IDLE_POLL) => {}
+                    () = tokio::time::sleep(RESCAN) => {}
                     () = stop.cancelled() => break End::Stopped,
                 }
                 continue;
