@@ -112,13 +112,13 @@ pub(super) fn validate_target(ctx: &mut Ctx, name: &str, raw: &S<RawTarget>) -> 
             );
             return None;
         }
+        // Switched off: the url is not used, so neither its variables nor
+        // its shape are checked.
+        (Some(_), _) if !enabled => None,
         (Some(u), _) => {
             let text = ctx.interp(u, &format!("target `{name}` url"))?;
             if text.trim().is_empty() {
                 enabled = false;
-                None
-            } else if !enabled {
-                // Switched off: the url is not used, so not checked.
                 None
             } else {
                 match check_url(kind, &text) {
@@ -145,7 +145,9 @@ pub(super) fn validate_target(ctx: &mut Ctx, name: &str, raw: &S<RawTarget>) -> 
         None => None,
     };
     let mut headers = Vec::new();
-    if let Some(h) = &t.headers {
+    // A target switched off sends nothing: its header variables need not be
+    // set.
+    if let Some(h) = t.headers.as_ref().filter(|_| !switched_off) {
         for (k, v) in &h.value {
             if http_header_name_ok(k) {
                 if let Some(val) = ctx.interp(v, &format!("target `{name}` header `{k}`")) {
