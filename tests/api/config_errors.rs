@@ -884,6 +884,14 @@ fn a_header_whose_variable_is_unset_warns_without_printing_secrets() {
     ));
     let out = check_ok(&off, &[api_key_set], &["CRM_TOKEN"]);
     assert!(warnings(&out).is_empty(), "{}", text(&out.stdout));
+
+    // `$$` is a literal `$`: `$${CRM_TOKEN:-}` is sent as written, so there
+    // is nothing to warn about.
+    let literal = workdir(&config_with(
+        "targets:\n  crm:\n    kind: webhook\n    url: \"https://crm.example.com/hook\"\n    headers: {X-Literal: \"cost $${CRM_TOKEN:-}\"}\n",
+    ));
+    let out = check_ok(&literal, &[], &["CRM_TOKEN"]);
+    assert!(warnings(&out).is_empty(), "{}", text(&out.stdout));
 }
 
 #[tokio::test]
