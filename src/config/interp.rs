@@ -60,8 +60,17 @@ pub(super) fn interpolate(s: &str, env: EnvLookup<'_>) -> Result<String, InterpE
 pub(super) fn empty_defaults(s: &str, env: EnvLookup<'_>) -> Vec<String> {
     let mut out = Vec::new();
     let mut rest = s;
-    while let Some(at) = rest.find("${") {
-        let after = &rest[at + 2..];
+    while let Some(at) = rest.find('$') {
+        rest = &rest[at..];
+        // `$$` is a literal `$`, so `$${VAR:-}` is text, not a reference.
+        if let Some(r) = rest.strip_prefix("$$") {
+            rest = r;
+            continue;
+        }
+        let Some(after) = rest.strip_prefix("${") else {
+            rest = &rest[1..];
+            continue;
+        };
         let Some(end) = after.find('}') else { break };
         if let Some(name) = after[..end].strip_suffix(":-")
             && env(name).is_none_or(|v| v.is_empty())
@@ -107,6 +116,28 @@ mod tests {
                 Ok(w) => assert_eq!(got.as_deref(), Ok(*w), "{input}"),
                 Err(w) => assert_eq!(got.as_ref().unwrap_err(), w, "{input}"),
             }
+        }
+    }
+
+    #[test]
+    fn empty_defaults_table() {
+        let env = |k: &str| match k {
+            "SET" => Some("v".to_owned()),
+            "EMPTY" => Some(String::new()),
+            _ => None,
+        };
+        let cases: &[(&str, &[&str])] = &[
+            ("Bearer ${UNSET:-}", &["UNSET"]),
+            ("${EMPTY:-}${SET:-}", &["EMPTY"]),
+            ("${UNSET:-x}", &[]),
+            ("${UNSET}", &[]),
+            ("cost $${UNSET:-}", &[]),
+            ("$$$${UNSET:-}", &[]),
+            ("$$${UNSET:-}", &["UNSET"]),
+            ("$5 ${UNSET:-}", &["UNSET"]),
+        ];
+        for (input, want) in cases {
+            assert_eq!(empty_defaults(input, &env), *want, "{input}");
         }
     }
 }

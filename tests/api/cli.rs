@@ -3,7 +3,9 @@
 //! (0 ok, 1 a failed check or render, 2 a usage or configuration error) and
 //! with secrets kept out of everything printed.
 
+use std::path::Path;
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -396,4 +398,152 @@ fn render_of_an_event_no_route_matches_prints_nothing_with_json() {
         "{}",
         text(&out.stdout)
     );
+}
+
+/// The visitor's text in `message_send_text_basic.json`.
+const VISITOR_TEXT: &str = "Hi! Is the Pro plan billed monthly or yearly?";
+
+/// A work dir holding a copy of a shipped config (`relay.yaml` or
+/// `deploy/relay.container.yaml`) and the shipped templates.
+fn shipped(config: &str) -> Workdir {
+    Workdir::new(&std::fs::read_to_string(root().join(config)).unwrap())
+}
+
+/// `crisp-relay <args> -c <config>` with nothing in the environment but
+/// `env`, as in a fresh container.
+fn run_with_only(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(bin())
+        .args(args)
+        .arg("-c")
+        .arg(config)
+        .env_clear()
+        .envs(env.iter().copied())
+        .output()
+        .unwrap()
+}
+
+/// `render --json` of a visitor's message through `work`'s config with only
+/// `env` set: each target and whether it is disabled, in route order.
+fn render_visitor_message(work: &Workdir, env: &[(&str, &str)]) -> Vec<(String, bool)> {
+    let event = fixtures_dir().join("message_send_text_basic.json");
+    let out = run_with_only(
+        &work.config_path(),
+        &["render", "--json", "--event", event.to_str().unwrap()],
+        env,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    json_lines(&out.stdout)
+        .iter()
+        .map(|j| {
+            (
+                j["target"].as_str().unwrap().to_owned(),
+                j["disabled"] == true,
+            )
+        })
+        .collect()
+}
+
+fn targets(list: &[(&str, bool)]) -> Vec<(String, bool)> {
+    list.iter().map(|&(t, d)| (t.to_owned(), d)).collect()
+}
+
+#[test]
+fn the_container_config_keeps_the_console_off_unless_crisp_console_is_true() {
+    let work = shipped("deploy/relay.container.yaml");
+    let key = ("CRISP_HOOK_KEY", KEY);
+    // (target, disabled): no webhook URL is set, so Discord and Slack are off.
+    assert_eq!(
+        render_visitor_message(&work, &[key]),
+        targets(&[
+            ("team-discord", true),
+            ("support-slack", true),
+            ("console", true)
+        ])
+    );
+    assert_eq!(
+        render_visitor_message(&work, &[key, ("CRISP_CONSOLE", "true")]),
+        targets(&[
+            ("team-discord", true),
+            ("support-slack", true),
+            ("console", false)
+        ])
+    );
+    let out = run_with_only(&work.config_path(), &["check"], &[key]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout)
+            .contains("note: target `console` is disabled (`enabled` is false); routes skip it"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn the_quick_start_config_keeps_the_console_on_unless_crisp_console_is_false() {
+    let work = shipped("relay.yaml");
+    let key = ("CRISP_HOOK_KEY", KEY);
+    assert_eq!(
+        render_visitor_message(&work, &[key]),
+        targets(&[
+            ("team-discord", true),
+            ("support-slack", true),
+            ("console", false)
+        ])
+    );
+    assert_eq!(
+        render_visitor_message(&work, &[key, ("CRISP_CONSOLE", "false")]),
+        targets(&[
+            ("team-discord", true),
+            ("support-slack", true),
+            ("console", true)
+        ])
+    );
+}
+
+/// The relay's answer to one visitor message: how many deliveries it queued.
+async fn post_visitor_message(app: &TestApp) -> u64 {
+    let answer = app
+        .post_event(fixture("message_send_text_basic.json"))
+        .await;
+    assert_eq!(answer.status(), 200);
+    let body: Value = serde_json::from_slice(&answer.bytes().await.unwrap()).unwrap();
+    body["deliveries"].as_u64().unwrap()
+}
+
+#[tokio::test]
+async fn the_container_config_serves_without_printing_visitor_messages() {
+    let work = shipped("deploy/relay.container.yaml");
+    let store = work.path().join("data/relay.db");
+    let store = store.to_str().unwrap().to_owned();
+    // The container's addresses and volume, moved into the work dir. The
+    // webhook URLs are set empty (as unset) in case the shell running the
+    // tests has them; CRISP_CONSOLE empty takes its default, as unset does.
+    let mut env = vec![
+        ("CRISP_LISTEN", "127.0.0.1:0"),
+        ("CRISP_ADMIN_LISTEN", "127.0.0.1:0"),
+        ("CRISP_STORE_PATH", store.as_str()),
+        ("DISCORD_WEBHOOK_URL", ""),
+        ("SLACK_WEBHOOK_URL", ""),
+        ("CRM_WEBHOOK_URL", ""),
+        ("CRISP_CONSOLE", ""),
+    ];
+    let mut app = TestApp::spawn_in(work, &env).await;
+    assert_eq!(post_visitor_message(&app).await, 0, "nothing queued");
+    assert_eq!(app.stdout(), "", "nothing printed");
+    assert_eq!(app.terminate().code(), Some(0));
+
+    // Asked for, the console prints it.
+    env.retain(|(k, _)| *k != "CRISP_CONSOLE");
+    env.push(("CRISP_CONSOLE", "true"));
+    let app = TestApp::spawn_in(app.into_work(), &env).await;
+    assert_eq!(post_visitor_message(&app).await, 1);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !app.stdout().contains(VISITOR_TEXT) {
+        assert!(
+            Instant::now() < deadline,
+            "the console did not print the message:\n{}",
+            app.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

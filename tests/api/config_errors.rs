@@ -680,3 +680,405 @@ fn an_empty_url_disables_a_target_with_a_note() {
     );
     assert!(!stdout.contains("console` is disabled"), "{stdout}");
 }
+
+#[test]
+fn quotas_and_retries_out_of_range_are_refused() {
+    run_cases(&[
+        Case {
+            name: "rate limit burst of zero",
+            yaml: config_with(
+                "targets:\n  crm:\n    kind: webhook\n    url: \"https://crm.example.com/hook\"\n    rate_limit: {requests: 5, per: 1s, burst: 0}\n",
+            ),
+            line: 15,
+            column: 47,
+            token: "0}",
+            message: "target `crm`: rate_limit.burst must be from 1 to 4294967295, not 0",
+            hint: Some("1 sends one at a time; leave it out for a burst of `requests`"),
+        },
+        Case {
+            name: "retry max_attempts over the bound",
+            yaml: config_with(
+                "targets:\n  crm:\n    kind: webhook\n    url: \"https://crm.example.com/hook\"\n    retry: {max_attempts: 5000}\n",
+            ),
+            line: 15,
+            column: 27,
+            token: "5000}",
+            message: "target `crm`: retry.max_attempts must be from 1 to 1000, not 5000",
+            hint: Some("retry.max_age bounds how long a delivery is retried"),
+        },
+    ]);
+}
+
+#[test]
+fn enabled_must_be_true_or_false() {
+    run_cases(&[
+        Case {
+            name: "enabled: maybe",
+            yaml: config_with("targets:\n  console: {kind: stdout, enabled: \"maybe\"}\n"),
+            line: 12,
+            column: 36,
+            token: "\"maybe\"",
+            message: "target `console`: enabled must be true or false, not `maybe`",
+            hint: Some("e.g. `enabled: \"${CRISP_CONSOLE:-false}\"`"),
+        },
+        Case {
+            name: "enabled from a variable's default",
+            yaml: config_with(
+                "targets:\n  console:\n    kind: stdout\n    enabled: \"${CRISP_RELAY_TEST_UNSET_VAR:-nope}\"\n",
+            ),
+            line: 14,
+            column: 14,
+            token: "\"${CRISP_RELAY_TEST_UNSET_VAR:-nope}\"",
+            message: "target `console`: enabled must be true or false, not `nope`",
+            hint: Some("e.g. `enabled:"),
+        },
+        Case {
+            name: "enabled from an unset variable",
+            yaml: config_with(
+                "targets:\n  console:\n    kind: stdout\n    enabled: \"${CRISP_RELAY_TEST_UNSET_VAR}\"\n",
+            ),
+            line: 14,
+            column: 14,
+            token: "\"${CRISP_RELAY_TEST_UNSET_VAR}\"",
+            message: "target `console` enabled: environment variable `CRISP_RELAY_TEST_UNSET_VAR` is not set",
+            hint: Some("export CRISP_RELAY_TEST_UNSET_VAR=..., or give a default"),
+        },
+    ]);
+}
+
+/// `check` with the `unset` variables removed, then the `set` ones set;
+/// returns the output after asserting that it succeeded.
+fn check_ok(work: &Workdir, set: &[(&str, &str)], unset: &[&str]) -> std::process::Output {
+    let mut cmd = Command::new(bin());
+    cmd.arg("check")
+        .arg("-c")
+        .arg(work.config_path())
+        .env("CRISP_HOOK_KEY", KEY)
+        .env_remove("RUST_LOG");
+    for k in unset {
+        cmd.env_remove(k);
+    }
+    for (k, v) in set {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "check should pass with warnings only:\n{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    out
+}
+
+/// The `warning: ` lines of `check`'s output.
+fn warnings(out: &std::process::Output) -> Vec<String> {
+    text(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with("warning: "))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Asserts that `warning` points at `line:column` of the config, that the
+/// config holds `token` there, and that it says `message`.
+fn assert_warning_at(
+    yaml: &str,
+    warning: &str,
+    line: usize,
+    column: usize,
+    token: &str,
+    message: &str,
+) {
+    let at_token: String = yaml
+        .lines()
+        .nth(line - 1)
+        .map(|l| l.chars().skip(column - 1).collect())
+        .unwrap_or_default();
+    assert!(
+        at_token.starts_with(token),
+        "the case is wrong: {line}:{column} holds {at_token:?}, not {token:?}"
+    );
+    let location = format!("relay.yaml:{line}:{column}: ");
+    assert!(
+        warning.starts_with("warning: ") && warning.contains(&location),
+        "want `{location}` in {warning}"
+    );
+    assert!(warning.contains(message), "want `{message}` in {warning}");
+}
+
+#[test]
+fn a_template_file_with_an_unknown_kind_is_named_in_a_warning() {
+    let work = workdir(&config_with(
+        "targets:\n  console: {kind: stdout}\nroutes:\n  - name: all\n    to: [console]\n",
+    ));
+    work.write("templates/visitor_message.discrod.hbs", "{{data.content}}");
+    let out = check_ok(&work, &[], &[]);
+    let file = work.path().join("templates/visitor_message.discrod.hbs");
+    assert_eq!(
+        warnings(&out),
+        [format!(
+            "warning: {}:1:1: template file ignored: `discrod` is not a target kind (did you mean `discord`?)",
+            file.display()
+        )],
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(
+        text(&out.stdout)
+            .contains("  hint: name templates NAME.hbs, NAME.<kind>.hbs or NAME.<kind>.json.hbs"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn a_header_whose_variable_is_unset_warns_without_printing_secrets() {
+    let api_key = "api-key-SECRET-7731";
+    let yaml = config_with(&format!(
+        "targets:\n  crm:\n    kind: webhook\n    url: \"https://crm.example.com/hooks/{TOKEN}\"\n    headers: {{Authorization: \"Bearer ${{CRM_TOKEN:-}}\", X-Api-Key: \"${{CRISP_RELAY_TEST_API_KEY}}\"}}\nroutes:\n  - name: all\n    to: [crm]\n"
+    ));
+    let work = workdir(&yaml);
+    let api_key_set = ("CRISP_RELAY_TEST_API_KEY", api_key);
+
+    for crm_token in [None, Some("")] {
+        let out = match crm_token {
+            None => check_ok(&work, &[api_key_set], &["CRM_TOKEN"]),
+            Some(v) => check_ok(&work, &[api_key_set, ("CRM_TOKEN", v)], &[]),
+        };
+        let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        for secret in [api_key, TOKEN, KEY] {
+            assert!(!all.contains(secret), "{secret} printed:\n{all}");
+        }
+        let found = warnings(&out);
+        assert_eq!(found.len(), 1, "CRM_TOKEN={crm_token:?}:\n{all}");
+        assert_warning_at(
+            &yaml,
+            &found[0],
+            15,
+            30,
+            "\"Bearer ${CRM_TOKEN:-}\"",
+            "target `crm` header `Authorization`: `${CRM_TOKEN:-}` is unset or empty, so the header is sent without it",
+        );
+        assert!(
+            all.contains("hint: set CRM_TOKEN or remove the header"),
+            "{all}"
+        );
+    }
+
+    // Set: no warning, and its value is not printed either.
+    let crm_token = "crm-token-SECRET-0042";
+    let out = check_ok(&work, &[api_key_set, ("CRM_TOKEN", crm_token)], &[]);
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(warnings(&out).is_empty(), "{all}");
+    for secret in [api_key, crm_token, TOKEN] {
+        assert!(!all.contains(secret), "{secret} printed:\n{all}");
+    }
+
+    // A target that is switched off sends no header: nothing to warn about.
+    let off = workdir(&yaml.replacen(
+        &format!("url: \"https://crm.example.com/hooks/{TOKEN}\""),
+        "url: \"${CRISP_RELAY_TEST_UNSET_VAR:-}\"",
+        1,
+    ));
+    let out = check_ok(&off, &[api_key_set], &["CRM_TOKEN"]);
+    assert!(warnings(&out).is_empty(), "{}", text(&out.stdout));
+
+    // `$$` is a literal `$`: `$${CRM_TOKEN:-}` is sent as written, so there
+    // is nothing to warn about.
+    let literal = workdir(&config_with(
+        "targets:\n  crm:\n    kind: webhook\n    url: \"https://crm.example.com/hook\"\n    headers: {X-Literal: \"cost $${CRM_TOKEN:-}\"}\n",
+    ));
+    let out = check_ok(&literal, &[], &["CRM_TOKEN"]);
+    assert!(warnings(&out).is_empty(), "{}", text(&out.stdout));
+}
+
+#[tokio::test]
+async fn serve_logs_the_header_warning_without_the_secrets() {
+    let api_key = "api-key-SECRET-7731";
+    let work = workdir(&config_with(&format!(
+        "targets:\n  crm:\n    kind: webhook\n    url: \"https://crm.example.com/hooks/{TOKEN}\"\n    headers: {{Authorization: \"Bearer ${{CRM_TOKEN:-}}\", X-Api-Key: \"${{CRISP_RELAY_TEST_API_KEY}}\"}}\nroutes:\n  - name: all\n    to: [crm]\n"
+    )));
+    let app = TestApp::spawn_in(
+        work,
+        &[("CRISP_RELAY_TEST_API_KEY", api_key), ("CRM_TOKEN", "")],
+    )
+    .await;
+    let logs = app.logs();
+    assert!(
+        logs.contains("configuration warning")
+            && logs.contains("`${CRM_TOKEN:-}` is unset or empty"),
+        "{logs}"
+    );
+    for secret in [api_key, TOKEN, KEY] {
+        assert!(!logs.contains(secret), "{secret} logged:\n{logs}");
+    }
+}
+
+#[test]
+fn a_target_reached_twice_for_one_event_is_warned_about() {
+    // Line 11 onwards; the `to:` entries warned about are on lines 21 and 24.
+    let yaml = config_with(
+        r#"targets:
+  crm: {kind: webhook, url: "https://crm.example.com/hook"}
+  console: {kind: stdout}
+routes:
+  - name: every-message
+    match: {event: "message:send"}
+    to: [crm]
+    continue: true
+  - name: visitor-messages
+    match: {event: "message:send", data.from: user}
+    to: [console, crm]
+  - name: emails
+    match: {event: "session:set_email"}
+    to: [console, crm, console]
+"#,
+    );
+    let work = workdir(&yaml);
+    let out = check_ok(&work, &[], &[]);
+    let stdout = text(&out.stdout);
+    let found = warnings(&out);
+    // `emails` also sends to crm, but never the events `every-message` takes.
+    assert_eq!(found.len(), 2, "{stdout}");
+    assert_warning_at(
+        &yaml,
+        &found[0],
+        21,
+        19,
+        "crm]",
+        "routes `every-message` (continue: true) and `visitor-messages` can both send `message:send` events to target `crm`: it would receive each such event twice",
+    );
+    assert_warning_at(
+        &yaml,
+        &found[1],
+        24,
+        24,
+        "console]",
+        "route `emails` lists target `console` twice: it receives each event twice",
+    );
+    assert!(stdout.contains("ok — 3 routes, 2 targets"), "{stdout}");
+
+    // Without `continue: true` the second route is never reached for an
+    // event the first took: no warning about it.
+    let work = workdir(&yaml.replacen("    continue: true\n", "", 1));
+    let out = check_ok(&work, &[], &[]);
+    let found = warnings(&out);
+    assert_eq!(found.len(), 1, "{}", text(&out.stdout));
+    assert!(found[0].contains("route `emails` lists target `console` twice"));
+}
+
+#[test]
+fn enabled_switches_a_target_off_directly_or_from_a_variable() {
+    let work = workdir(&config_with(
+        r#"targets:
+  off: {kind: stdout, enabled: false}
+  off-by-default: {kind: stdout, enabled: "${CRISP_RELAY_TEST_B:-false}"}
+  on-by-default: {kind: stdout, enabled: "${CRISP_RELAY_TEST_C:-true}"}
+  plain: {kind: stdout}
+routes:
+  - name: all
+    to: [off, off-by-default, on-by-default, plain]
+"#,
+    ));
+    let disabled = |out: &std::process::Output| -> Vec<String> {
+        text(&out.stdout)
+            .lines()
+            .filter_map(|l| l.strip_prefix("  note: target `"))
+            .filter_map(|l| l.strip_suffix("` is disabled (`enabled` is false); routes skip it"))
+            .map(str::to_owned)
+            .collect()
+    };
+    let vars = ["CRISP_RELAY_TEST_B", "CRISP_RELAY_TEST_C"];
+
+    let out = check_ok(&work, &[], &vars);
+    assert!(
+        text(&out.stdout).contains("4 targets (2 enabled)"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(disabled(&out), ["off", "off-by-default"]);
+
+    let out = check_ok(&work, &[("CRISP_RELAY_TEST_C", "false")], &vars);
+    assert!(
+        text(&out.stdout).contains("4 targets (1 enabled)"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(disabled(&out), ["off", "off-by-default", "on-by-default"]);
+
+    let out = check_ok(
+        &work,
+        &[
+            ("CRISP_RELAY_TEST_B", "true"),
+            ("CRISP_RELAY_TEST_C", "true"),
+        ],
+        &[],
+    );
+    assert!(
+        text(&out.stdout).contains("4 targets (3 enabled)"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(disabled(&out), ["off"]);
+}
+
+#[test]
+fn every_target_kind_can_be_switched_off_from_the_environment() {
+    let on = "enabled: \"${CRISP_RELAY_TEST_ON:-true}\"";
+    let work = workdir(&config_with(&format!(
+        r#"targets:
+  discord: {{kind: discord, url: "https://discord.com/api/webhooks/123/tok", {on}}}
+  slack: {{kind: slack, url: "https://hooks.slack.com/services/T0/B0/x", {on}}}
+  hook: {{kind: webhook, url: "https://crm.example.com/hook", {on}}}
+  console: {{kind: stdout, {on}}}
+routes:
+  - name: all
+    to: [discord, slack, hook, console]
+    template: greeting
+"#
+    )));
+    work.write(
+        "event.json",
+        r#"{"event":"message:send","website_id":"w","data":{"from":"user","user":{"nickname":"Ann"}}}"#,
+    );
+    let event = work.path().join("event.json");
+    let render = |on: &str| {
+        let out = work.run_with_env(
+            &["render", "--json", "--event", event.to_str().unwrap()],
+            &[("CRISP_RELAY_TEST_ON", on)],
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        text(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .map(|j| {
+                (
+                    j["target"].as_str().unwrap().to_owned(),
+                    j["disabled"] == true,
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let all = |disabled: bool| {
+        ["discord", "slack", "hook", "console"]
+            .map(|t| (t.to_owned(), disabled))
+            .to_vec()
+    };
+    assert_eq!(render("false"), all(true));
+    assert_eq!(render("true"), all(false));
+
+    let out = check_ok(&work, &[("CRISP_RELAY_TEST_ON", "false")], &[]);
+    assert!(
+        text(&out.stdout).contains("4 targets (0 enabled)"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = check_ok(&work, &[], &["CRISP_RELAY_TEST_ON"]);
+    assert!(
+        text(&out.stdout).contains("4 targets (4 enabled)"),
+        "{}",
+        text(&out.stdout)
+    );
+}

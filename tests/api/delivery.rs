@@ -725,17 +725,18 @@ async fn the_stdout_target_prints_the_rendered_message() {
         .post_event(fixture("message_send_text_basic.json"))
         .await;
     assert_eq!(resp.status(), 200);
+    // The link is the message's last line: once it is in, so is the rest.
     wait_until("the message on stdout", || {
         app.stdout()
-            .contains("Hi! Is the Pro plan billed monthly or yearly?")
+            .contains("https://app.crisp.chat/website/3f9d2b7e-61c4-4a8e-9b1f-0d5e7a2c8b46/")
     })
     .await;
     let out = app.stdout();
-    assert!(out.contains("New message from visitor493603"), "{out}");
     assert!(
-        out.contains("https://app.crisp.chat/website/3f9d2b7e-61c4-4a8e-9b1f-0d5e7a2c8b46/"),
+        out.contains("Hi! Is the Pro plan billed monthly or yearly?"),
         "{out}"
     );
+    assert!(out.contains("New message from visitor493603"), "{out}");
     assert!(!out.contains("{{"), "unrendered template: {out}");
 }
 

@@ -16,6 +16,7 @@ mod hostile_destinations;
 mod ingest;
 mod metrics;
 mod properties;
+mod queue;
 mod reload;
 mod rendering;
 mod retry_timing;
