@@ -254,8 +254,18 @@ fn unknown_target(relay: &Relay, name: &str) -> ExitCode {
     ExitCode::from(2)
 }
 
-/// Opens the store named by `startup` (for `deadletters` and `queue`).
+/// Opens the store named by `startup` (for `deadletters` and `queue`). A
+/// store that does not exist is an error rather than created: these
+/// commands would otherwise leave an empty store wherever they were run
+/// with the wrong config.
 async fn open_store(startup: &Startup) -> Result<crate::store::SqliteStore, ExitCode> {
+    if !startup.store_path.is_file() {
+        eprintln!(
+            "error: there is no store at {}\n  hint: the relay creates it when it starts; pass the relay's config with -c (store.path is relative to it)",
+            startup.store_path.display()
+        );
+        return Err(ExitCode::from(1));
+    }
     crate::store::SqliteStore::open(&startup.store_path, 16, Clock::system())
         .await
         .map_err(|e| {

@@ -283,7 +283,17 @@ fn warn_double_sends(ctx: &mut Ctx, raw: &[S<RawRoute>], routes: &[Route], targe
                 );
             }
         }
-        for earlier in routes[..j].iter().filter(|r| r.continue_matching) {
+        for (i, earlier) in routes[..j].iter().enumerate() {
+            // The later route is reached after the earlier matched only if
+            // the earlier says `continue`, and no match-all route between
+            // them stops the evaluation.
+            if !earlier.continue_matching
+                || routes[i + 1..j]
+                    .iter()
+                    .any(|r| !r.continue_matching && r.conditions.is_empty())
+            {
+                continue;
+            }
             let mut shared: Vec<usize> = later
                 .targets
                 .iter()

@@ -967,6 +967,15 @@ routes:
     let found = warnings(&out);
     assert_eq!(found.len(), 1, "{}", text(&out.stdout));
     assert!(found[0].contains("route `emails` lists target `console` twice"));
+
+    // A route matching everything, without `continue`, between the two
+    // stops every event before the second: no warning about them either.
+    let stop_all = "  - name: stop-all\n    to: [console]\n  - name: visitor-messages";
+    let work = workdir(&yaml.replacen("  - name: visitor-messages", stop_all, 1));
+    let out = check_ok(&work, &[], &[]);
+    let found = warnings(&out);
+    assert_eq!(found.len(), 1, "{}", text(&out.stdout));
+    assert!(found[0].contains("route `emails` lists target `console` twice"));
 }
 
 #[test]

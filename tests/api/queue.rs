@@ -526,3 +526,27 @@ fn check_without_a_store_file_neither_warns_nor_creates_one() {
         "check created the store"
     );
 }
+
+/// Pointed at a store that does not exist (the wrong `-c`, the wrong
+/// directory), `deadletters` and `queue` say so and create nothing.
+#[test]
+fn a_missing_store_is_an_error_and_is_not_created() {
+    let work = Workdir::new(&config_with(
+        "targets:\n  console: {kind: stdout}\nroutes:\n  - name: all\n    to: [console]\n",
+    ));
+    for args in [
+        &["deadletters", "list"][..],
+        &["deadletters", "replay", "--all"],
+        &["queue", "list"],
+        &["queue", "move", "--target", "a", "--to", "b"],
+    ] {
+        let out = work.run(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("there is no store at"), "{args:?}: {err}");
+        assert!(
+            !work.path().join("data").exists(),
+            "{args:?} created the store"
+        );
+    }
+}
