@@ -1,11 +1,15 @@
 //! Text as destinations see it: escaping that makes visitor text inert per
 //! platform ([`escape`]) and measuring and cutting to their limits
-//! ([`truncate`]).
+//! ([`truncate`]); and the checks of what those guarantee, for tests,
+//! property tests and fuzzing only ([`invariants`]).
 //!
-//! A leaf: pure functions over strings and JSON values, importing nothing
-//! from the crate, so rendering, request building and delivery can all use it.
+//! A leaf: pure functions over strings and JSON values, so rendering,
+//! request building and delivery can all use it. `escape` and `truncate`
+//! import nothing from the crate; `invariants` reads the destinations'
+//! limits from `targets` and is never used on the delivery path.
 
 pub mod escape;
+pub mod invariants;
 pub mod truncate;
 
 pub use escape::{defuse_mentions, escape_discord, escape_json_str, escape_slack};
