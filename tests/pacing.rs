@@ -14,6 +14,9 @@ mod helpers;
 #[path = "api/fakes.rs"]
 mod fakes;
 
+#[path = "api/raw_http.rs"]
+mod raw_http;
+
 use std::time::{Duration, Instant};
 
 use fakes::{FakeServer, Received};

@@ -1,7 +1,8 @@
 //! Shared code of the crisp-relay fuzz targets: loading the fixed relays, and
-//! the invariants every rendered request must satisfy (what src/render.rs and
-//! src/targets/ promise). Each check panics with a description of the broken
-//! promise, so a crash found by a target is a real bug.
+//! checking every rendered request against the invariants it must satisfy
+//! (what src/render/ and src/targets/ promise, written once in
+//! `crisp_relay::targets::invariants`). Each check panics with a description of
+//! the broken promise, so a crash found by a target is a real bug.
 
 use std::path::{Path, PathBuf};
 
@@ -9,17 +10,9 @@ use crisp_relay::Relay;
 use crisp_relay::config::{Config, Target};
 use crisp_relay::model::TargetKind;
 use crisp_relay::render::{Renderer, TemplateSource, safe_url};
-use crisp_relay::text::text_len;
-use crisp_relay::targets::discord::{
-    self, AUTHOR_MAX, CONTENT_MAX, DESCRIPTION_MAX, EMBEDS_MAX, EMBEDS_TOTAL_MAX, FIELD_NAME_MAX,
-    FIELD_VALUE_MAX, FIELDS_MAX, FOOTER_MAX, TITLE_MAX, USERNAME_MAX,
-};
-use crisp_relay::targets::slack::{
-    BLOCK_TEXT_MAX, BLOCKS_MAX, BUTTON_TEXT_MAX, CONTEXT_ELEMENTS_MAX, FIELD_TEXT_MAX,
-    HEADER_TEXT_MAX, SECTION_FIELDS_MAX, TEXT_MAX,
-};
 use crisp_relay::targets::{Body, OutgoingRequest};
-use serde_json::{Value, json};
+use crisp_relay::targets::invariants;
+use serde_json::Value;
 
 /// Stands in for a missing `timestamp` (2025-06-03T12:01:23.417Z).
 pub const RECEIVED_AT: i64 = 1_748_952_083_417;
@@ -326,280 +319,46 @@ pub fn url_helper_outputs(event: &Value) -> Vec<String> {
     out
 }
 
-/// `s` without the exempt URLs, including one cut short by truncation just
-/// before a final `…`.
-fn without_urls(s: &str, exempt: &[String]) -> String {
-    let mut s = s.to_owned();
-    for u in exempt {
-        s = s.replace(u.as_str(), "");
-    }
-    if let Some(body) = s.strip_suffix('…') {
-        for u in exempt {
-            let cut = (1..u.len())
-                .rev()
-                .filter(|&k| u.is_char_boundary(k))
-                .find(|&k| body.ends_with(&u[..k]));
-            if let Some(k) = cut {
-                return format!("{}…", &body[..body.len() - k]);
-            }
-        }
-    }
-    s
-}
-
-/// Every string in `v` with the key it sits under (`""` in arrays at the top).
-fn strings<'a>(v: &'a Value, key: &'a str, out: &mut Vec<(&'a str, &'a str)>) {
-    match v {
-        Value::String(s) => out.push((key, s)),
-        Value::Array(items) => items.iter().for_each(|i| strings(i, key, out)),
-        Value::Object(map) => map.iter().for_each(|(k, i)| strings(i, k, out)),
-        _ => {}
+/// Panics with `what` and the broken promise.
+fn holds(what: &str, check: Result<(), String>) {
+    if let Err(e) = check {
+        panic!("{what}: {e}");
     }
 }
 
-/// Keys whose strings are URLs (not shown as text).
-fn is_url_key(key: &str) -> bool {
-    matches!(key, "url" | "icon_url" | "avatar_url" | "proxy_url")
-}
-
-/// Whether the char at byte `i` follows an odd run of backslashes.
-fn escaped_at(s: &str, i: usize) -> bool {
-    s[..i].chars().rev().take_while(|&c| c == '\\').count() % 2 == 1
-}
-
-fn str_len(v: Option<&Value>) -> usize {
-    v.and_then(Value::as_str).map(text_len).unwrap_or(0)
-}
-
-fn within(what: &str, path: &str, v: Option<&Value>, max: usize) {
-    let len = str_len(v);
-    assert!(len <= max, "{what}: {path} is {len} units (> {max})");
-}
-
-/// Discord (targets/discord.rs and render.rs): a JSON object; nothing can
-/// ping (`allowed_mentions: {"parse": []}` unless the template set its own,
-/// and no shipped or fuzz template does; and no `@everyone`/`@here` in any
-/// text, which gets U+200B after the `@`); no `<@id>`-style mention, `<#id>`,
-/// `<t:…>` (every `<` backslash-escaped, or followed by U+200B in
-/// `{{plain}}` fields, or — only at a cut — by the final `…`); no masked link
-/// (`[` escaped, or no `](` after it); and Discord's limits as the code
-/// counts them (UTF-16 units).
+/// Discord (targets/discord.rs and render/): a JSON object within Discord's
+/// limits as the code counts them (UTF-16 units); nothing can ping
+/// (`allowed_mentions: {"parse": []}` unless the template set its own, and
+/// no shipped or fuzz template does; and no `@everyone`/`@here` in any
+/// string, which gets U+200B after the `@`); no `<@id>`-style mention,
+/// `<#id>`, `<t:…>` (every `<` backslash-escaped, or followed by U+200B in
+/// `{{plain}}` fields, or — only at a cut — by the final `…`); no masked
+/// link; the target's username; content or embeds. See
+/// `invariants::discord_body_within_limits` and `discord_body_defused`.
 pub fn check_discord(what: &str, body: Option<&Value>, exempt: &[String]) {
     let body = body.unwrap_or_else(|| panic!("{what}: Discord body is not JSON"));
-    let obj = body
-        .as_object()
-        .unwrap_or_else(|| panic!("{what}: Discord body is not an object: {body}"));
+    holds(what, invariants::discord_body_within_limits(body));
     assert_eq!(
-        obj.get("allowed_mentions"),
-        Some(&json!({"parse": []})),
-        "{what}: allowed_mentions"
-    );
-    assert_eq!(
-        obj.get("username").and_then(Value::as_str),
+        body.get("username").and_then(Value::as_str),
         Some(DISCORD_USERNAME),
         "{what}: username from the target"
     );
-    within(what, "content", obj.get("content"), CONTENT_MAX);
-    within(what, "username", obj.get("username"), USERNAME_MAX);
-    let has_content = obj
-        .get("content")
-        .and_then(Value::as_str)
-        .is_some_and(|c| !c.trim().is_empty());
-    let empty = Vec::new();
-    let embeds = obj
-        .get("embeds")
-        .and_then(Value::as_array)
-        .unwrap_or(&empty);
-    assert!(
-        has_content || !embeds.is_empty(),
-        "{what}: neither content nor embeds"
-    );
-    assert!(
-        embeds.len() <= EMBEDS_MAX,
-        "{what}: {} embeds",
-        embeds.len()
-    );
-    for (i, e) in embeds.iter().enumerate() {
-        let at = |k: &str| format!("embeds[{i}].{k}");
-        within(what, &at("title"), e.get("title"), TITLE_MAX);
-        within(
-            what,
-            &at("description"),
-            e.get("description"),
-            DESCRIPTION_MAX,
-        );
-        within(
-            what,
-            &at("author.name"),
-            e.pointer("/author/name"),
-            AUTHOR_MAX,
-        );
-        within(
-            what,
-            &at("footer.text"),
-            e.pointer("/footer/text"),
-            FOOTER_MAX,
-        );
-        let fields = e.get("fields").and_then(Value::as_array).unwrap_or(&empty);
-        assert!(
-            fields.len() <= FIELDS_MAX,
-            "{what}: {} fields",
-            fields.len()
-        );
-        for (j, f) in fields.iter().enumerate() {
-            within(
-                what,
-                &at(&format!("fields[{j}].name")),
-                f.get("name"),
-                FIELD_NAME_MAX,
-            );
-            within(
-                what,
-                &at(&format!("fields[{j}].value")),
-                f.get("value"),
-                FIELD_VALUE_MAX,
-            );
-        }
-    }
-    let total = discord::embeds_total(body);
-    assert!(
-        total <= EMBEDS_TOTAL_MAX,
-        "{what}: embed texts total {total} units (> {EMBEDS_TOTAL_MAX})"
-    );
-
-    let mut all = Vec::new();
-    strings(body, "", &mut all);
-    for (key, s) in all {
-        if is_url_key(key) {
-            continue;
-        }
-        let s = without_urls(s, exempt);
-        for mention in ["@everyone", "@here"] {
-            assert!(
-                !s.contains(mention),
-                "{what}: `{key}` contains a live {mention}: {s:?}"
-            );
-        }
-        for (i, c) in s.char_indices() {
-            let rest = &s[i + c.len_utf8()..];
-            let defused = match c {
-                '<' => escaped_at(&s, i) || rest.starts_with('\u{200B}') || rest == "…",
-                '[' => escaped_at(&s, i) || !s[i..].contains("]("),
-                _ => true,
-            };
-            assert!(
-                defused,
-                "{what}: `{key}` has an unescaped `{c}` at byte {i}: {s:?}"
-            );
-        }
-    }
+    holds(what, invariants::discord_body_not_empty(body));
+    holds(what, invariants::discord_body_defused(body, exempt));
 }
 
-/// Slack (targets/slack.rs and render.rs): a JSON object without
-/// `link_names`/`parse` (they would turn `@channel` into a mention); no raw
-/// `<` or `>` anywhere (values have them as entities, `{{url}}` and
-/// `{{crisp_url}}` percent-encode them), so no `<!channel>`, `<@U…>`,
-/// `<url|text>`; no `@channel`/`@here`/`@everyone` in text (U+200B after the
-/// `@`); every `&` in text starts `&amp;`, `&lt;` or `&gt;`; and Block Kit's
-/// limits as the code counts them.
+/// Slack (targets/slack.rs and render/): a JSON object within Block Kit's
+/// limits as the code counts them, without `link_names`/`parse` (they
+/// would turn `@channel` into a mention); no raw `<` or `>` anywhere
+/// (values have them as entities, `{{url}}` and `{{crisp_url}}`
+/// percent-encode them), so no `<!channel>`, `<@U…>`, `<url|text>`; no
+/// `@channel`/`@here`/`@everyone` (U+200B after the `@`) and every `&`
+/// starting `&amp;`, `&lt;` or `&gt;` in every string. See
+/// `invariants::slack_body_within_limits` and `slack_body_defused`.
 pub fn check_slack(what: &str, body: Option<&Value>, exempt: &[String]) {
     let body = body.unwrap_or_else(|| panic!("{what}: Slack body is not JSON"));
-    let obj = body
-        .as_object()
-        .unwrap_or_else(|| panic!("{what}: Slack body is not an object: {body}"));
-    for key in ["link_names", "parse"] {
-        assert!(!obj.contains_key(key), "{what}: `{key}` is set");
-    }
-    within(what, "text", obj.get("text"), TEXT_MAX);
-    let empty = Vec::new();
-    let blocks = obj
-        .get("blocks")
-        .and_then(Value::as_array)
-        .unwrap_or(&empty);
-    assert!(
-        blocks.len() <= BLOCKS_MAX,
-        "{what}: {} blocks",
-        blocks.len()
-    );
-    for (i, b) in blocks.iter().enumerate() {
-        let kind = b.get("type").and_then(Value::as_str).unwrap_or("");
-        let max = if kind == "header" {
-            HEADER_TEXT_MAX
-        } else {
-            BLOCK_TEXT_MAX
-        };
-        within(
-            what,
-            &format!("blocks[{i}].text"),
-            b.pointer("/text/text"),
-            max,
-        );
-        let fields = b.get("fields").and_then(Value::as_array).unwrap_or(&empty);
-        assert!(
-            fields.len() <= SECTION_FIELDS_MAX,
-            "{what}: blocks[{i}].fields"
-        );
-        for f in fields {
-            within(
-                what,
-                &format!("blocks[{i}].fields[]"),
-                f.get("text"),
-                FIELD_TEXT_MAX,
-            );
-        }
-        let elements = b
-            .get("elements")
-            .and_then(Value::as_array)
-            .unwrap_or(&empty);
-        if kind == "context" {
-            assert!(
-                elements.len() <= CONTEXT_ELEMENTS_MAX,
-                "{what}: blocks[{i}]"
-            );
-        }
-        for el in elements {
-            if el.get("type").and_then(Value::as_str) == Some("button") {
-                within(what, "button", el.pointer("/text/text"), BUTTON_TEXT_MAX);
-            } else {
-                within(what, "element", el.get("text"), BLOCK_TEXT_MAX);
-            }
-        }
-        if b.pointer("/accessory/type").and_then(Value::as_str) == Some("button") {
-            within(
-                what,
-                "accessory",
-                b.pointer("/accessory/text/text"),
-                BUTTON_TEXT_MAX,
-            );
-        }
-    }
-
-    let mut all = Vec::new();
-    strings(body, "", &mut all);
-    for (key, s) in all {
-        assert!(
-            !s.contains(['<', '>']),
-            "{what}: `{key}` contains a raw < or >: {s:?}"
-        );
-        if is_url_key(key) {
-            continue;
-        }
-        let s = without_urls(s, exempt);
-        for mention in ["@channel", "@here", "@everyone"] {
-            assert!(
-                !s.contains(mention),
-                "{what}: `{key}` contains a live {mention}: {s:?}"
-            );
-        }
-        for (i, _) in s.match_indices('&') {
-            assert!(
-                ["&amp;", "&lt;", "&gt;"]
-                    .iter()
-                    .any(|e| s[i..].starts_with(e)),
-                "{what}: `{key}` has a bare `&` at byte {i}: {s:?}"
-            );
-        }
-    }
+    holds(what, invariants::slack_body_within_limits(body));
+    holds(what, invariants::slack_body_defused(body, exempt));
 }
 
 /// The generic JSON probe: JSON-mode escaping is exact and lossless.
@@ -653,10 +412,13 @@ mod tests {
     fn url_exemption_covers_a_cut_url() {
         let ex = vec!["https://e.example/@everyone/x".to_owned()];
         assert_eq!(
-            without_urls("a https://e.example/@everyone/x b", &ex),
+            invariants::without_links("a https://e.example/@everyone/x b", &ex),
             "a  b"
         );
-        assert_eq!(without_urls("a https://e.example/@every…", &ex), "a …");
-        assert_eq!(without_urls("a @everyone", &ex), "a @everyone");
+        assert_eq!(
+            invariants::without_links("a https://e.example/@every…", &ex),
+            "a …"
+        );
+        assert_eq!(invariants::without_links("a @everyone", &ex), "a @everyone");
     }
 }

@@ -9,9 +9,11 @@
 //! [`Config::check_templates`].
 //!
 //! Files: `raw` (the serde shape), `interp` (variables), `units`,
-//! `diagnostics` (errors and their wording), `validate` (sections and
-//! routes), `target` (one target). The validated types live here.
+//! `diagnostics` (errors and their wording), `ctx` (where mistakes and
+//! warnings are collected), `validate` (sections and routes), `target` (one
+//! target). The validated types live here.
 
+mod ctx;
 mod diagnostics;
 mod interp;
 mod raw;
@@ -27,9 +29,9 @@ pub use diagnostics::{ConfigError, ConfigErrors};
 pub use interp::EnvLookup;
 pub use units::{parse_duration, parse_size};
 
+use ctx::Ctx;
 use diagnostics::yaml_error;
 use raw::RawConfig;
-use validate::Ctx;
 
 use crate::model::{RateLimit, RetryPolicy, TargetKind};
 use crate::routing::Router;

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
+use super::ctx::Ctx;
 use super::raw::{BoolOrString, RawTarget, S};
-use super::validate::Ctx;
 use super::{MAX_BATCH, Target};
 use crate::model::{
     MAX_ATTEMPTS, RateLimit, RetryPolicy, TargetKind, check_url, default_rate_limit, url_example,

@@ -1,9 +1,11 @@
 //! Text as destinations see it: escaping that makes visitor text inert per
 //! platform ([`escape`]) and measuring and cutting to their limits
-//! ([`truncate`]).
+//! ([`truncate`]). The checks of what those guarantee live beside the
+//! destinations' limits, in [`crate::targets::invariants`].
 //!
 //! A leaf: pure functions over strings and JSON values, importing nothing
-//! from the crate, so rendering, request building and delivery can all use it.
+//! from the crate, so rendering, request building and delivery can all use
+//! it.
 
 pub mod escape;
 pub mod truncate;

@@ -36,8 +36,7 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
@@ -72,10 +71,7 @@ impl Received {
 
     /// The first header with this name (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        crate::raw_http::header(&self.headers, name)
     }
 
     pub fn body_text(&self) -> String {
@@ -629,97 +625,12 @@ fn slack(st: &mut State, rec: &Received, limit: u32, window: Duration) -> Canned
     text_answer(200, "ok", vec![])
 }
 
-/// Sends one HTTP/1.1 request over a fresh connection (`Connection: close`)
-/// and returns (status, headers with lower-case names, body as text).
-pub async fn http_request(
-    addr: SocketAddr,
-    method: &str,
-    path_and_query: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> (u16, Vec<(String, String)>, String) {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    let mut head = format!(
-        "{method} {path_and_query} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).await.unwrap();
-    stream.write_all(body).await.unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.unwrap();
-    parse_response(&raw)
-}
-
-/// POSTs `body` with `content_type` (omitted when empty).
-pub async fn http_post(
-    addr: SocketAddr,
-    path_and_query: &str,
-    content_type: &str,
-    body: &str,
-) -> (u16, Vec<(String, String)>, String) {
-    let headers: &[(&str, &str)] = if content_type.is_empty() {
-        &[]
-    } else {
-        &[("Content-Type", content_type)]
-    };
-    http_request(addr, "POST", path_and_query, headers, body.as_bytes()).await
-}
-
-/// The first header with this name (case-insensitive) in a response from
-/// `http_request`/`http_post`.
-pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_str())
-}
-
-fn parse_response(raw: &[u8]) -> (u16, Vec<(String, String)>, String) {
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or_else(|| panic!("no response head in {:?}", String::from_utf8_lossy(raw)));
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let mut body = raw[split + 4..].to_vec();
-    let mut lines = head.split("\r\n");
-    let status: u16 = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("bad status line in {head:?}"));
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    if header(&headers, "transfer-encoding").is_some_and(|te| te.eq_ignore_ascii_case("chunked")) {
-        body = dechunk(&body);
-    }
-    (status, headers, String::from_utf8_lossy(&body).into_owned())
-}
-
-fn dechunk(mut raw: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(eol) = raw.windows(2).position(|w| w == b"\r\n") {
-        let size_line = String::from_utf8_lossy(&raw[..eol]);
-        let size = usize::from_str_radix(size_line.split(';').next().unwrap().trim(), 16)
-            .unwrap_or_else(|_| panic!("bad chunk size {size_line:?}"));
-        raw = &raw[eol + 2..];
-        if size == 0 {
-            break;
-        }
-        out.extend_from_slice(&raw[..size]);
-        raw = &raw[(size + 2).min(raw.len())..];
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
+    use tokio::net::TcpStream;
+
     use super::*;
+    use crate::raw_http::{http_post, http_request};
 
     const HOOK: &str = "/api/webhooks/123456/fake-token";
     const JSON: &str = "application/json";
@@ -732,30 +643,33 @@ mod tests {
     async fn discord_burst_over_quota_gets_429_with_retry_after() {
         let fake = FakeServer::discord(5, Duration::from_secs(2)).await;
         for i in 0..5 {
-            let (status, headers, body) = http_post(fake.addr, HOOK, JSON, &msg("hi")).await;
+            let r = http_post(fake.addr, HOOK, JSON, &msg("hi")).await;
+            let (status, body) = (r.status, r.text());
             assert_eq!(status, 204, "request {i}: {body}");
             assert!(body.is_empty());
-            assert_eq!(header(&headers, "x-ratelimit-limit"), Some("5"));
+            assert_eq!(r.header("x-ratelimit-limit"), Some("5"));
             assert_eq!(
-                header(&headers, "x-ratelimit-remaining"),
+                r.header("x-ratelimit-remaining"),
                 Some((4 - i).to_string().as_str())
             );
-            assert_eq!(header(&headers, "x-ratelimit-bucket"), Some(DISCORD_BUCKET));
-            let reset_after: f64 = header(&headers, "x-ratelimit-reset-after")
+            assert_eq!(r.header("x-ratelimit-bucket"), Some(DISCORD_BUCKET));
+            let reset_after: f64 = r
+                .header("x-ratelimit-reset-after")
                 .unwrap()
                 .parse()
                 .unwrap();
             assert!((0.0..=2.0).contains(&reset_after), "{reset_after}");
-            let reset = header(&headers, "x-ratelimit-reset").unwrap();
+            let reset = r.header("x-ratelimit-reset").unwrap();
             assert_eq!(reset.split('.').nth(1).map(str::len), Some(3), "{reset}");
         }
-        let (status, headers, body) = http_post(fake.addr, HOOK, JSON, &msg("hi")).await;
+        let r = http_post(fake.addr, HOOK, JSON, &msg("hi")).await;
+        let (status, body) = (r.status, r.text());
         assert_eq!(status, 429, "{body}");
-        assert_eq!(header(&headers, "content-type"), Some(JSON));
-        assert_eq!(header(&headers, "x-ratelimit-remaining"), Some("0"));
-        assert_eq!(header(&headers, "x-ratelimit-scope"), Some("user"));
-        assert!(header(&headers, "x-ratelimit-reset").is_some());
-        let retry_after_header: u64 = header(&headers, "retry-after").unwrap().parse().unwrap();
+        assert_eq!(r.header("content-type"), Some(JSON));
+        assert_eq!(r.header("x-ratelimit-remaining"), Some("0"));
+        assert_eq!(r.header("x-ratelimit-scope"), Some("user"));
+        assert!(r.header("x-ratelimit-reset").is_some());
+        let retry_after_header: u64 = r.header("retry-after").unwrap().parse().unwrap();
         assert!((1..=2).contains(&retry_after_header));
         let v: Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["message"], "You are being rate limited.");
@@ -766,23 +680,33 @@ mod tests {
         assert_eq!(fake.accepted().len(), 5);
         assert_eq!(fake.count_status(429), 1);
         // The versioned path shares the webhook's bucket.
-        let (status, _, _) = http_post(
+        let status = http_post(
             fake.addr,
             "/api/v10/webhooks/123456/fake-token",
             JSON,
             &msg("hi"),
         )
-        .await;
+        .await
+        .status;
         assert_eq!(status, 429);
     }
 
     #[tokio::test]
     async fn discord_window_reopens_after_it_ends() {
         let fake = FakeServer::discord(1, Duration::from_millis(200)).await;
-        assert_eq!(http_post(fake.addr, HOOK, JSON, &msg("a")).await.0, 204);
-        assert_eq!(http_post(fake.addr, HOOK, JSON, &msg("b")).await.0, 429);
+        assert_eq!(
+            http_post(fake.addr, HOOK, JSON, &msg("a")).await.status,
+            204
+        );
+        assert_eq!(
+            http_post(fake.addr, HOOK, JSON, &msg("b")).await.status,
+            429
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
-        assert_eq!(http_post(fake.addr, HOOK, JSON, &msg("c")).await.0, 204);
+        assert_eq!(
+            http_post(fake.addr, HOOK, JSON, &msg("c")).await.status,
+            204
+        );
         let contents: Vec<Value> = fake
             .accepted()
             .iter()
@@ -795,23 +719,28 @@ mod tests {
     async fn discord_wait_true_returns_the_message() {
         let fake = FakeServer::discord(50, Duration::from_secs(1)).await;
         let path = format!("{HOOK}?wait=true");
-        let (status, headers, body) = http_post(fake.addr, &path, JSON, &msg("first")).await;
+        let r = http_post(fake.addr, &path, JSON, &msg("first")).await;
+        let (status, body) = (r.status, r.text());
         assert_eq!(status, 200);
-        assert_eq!(header(&headers, "content-type"), Some(JSON));
+        assert_eq!(r.header("content-type"), Some(JSON));
         let first: Value = serde_json::from_str(&body).unwrap();
         assert_eq!(first["content"], "first");
         assert_eq!(first["channel_id"], "1");
-        let (_, _, body) = http_post(fake.addr, &path, JSON, &msg("second")).await;
+        let body = http_post(fake.addr, &path, JSON, &msg("second"))
+            .await
+            .text();
         let second: Value = serde_json::from_str(&body).unwrap();
         let id = |v: &Value| v["id"].as_str().unwrap().parse::<u64>().unwrap();
         assert!(id(&second) > id(&first));
         // Embeds only: content "".
         let embed = json!({"embeds": [{"title": "t"}]}).to_string();
-        let (status, _, body) = http_post(fake.addr, &path, JSON, &embed).await;
+        let r = http_post(fake.addr, &path, JSON, &embed).await;
+        let (status, body) = (r.status, r.text());
         assert_eq!(status, 200);
         assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["content"], "");
 
-        let (status, _, body) = http_post(fake.addr, HOOK, JSON, &msg("x")).await;
+        let r = http_post(fake.addr, HOOK, JSON, &msg("x")).await;
+        let (status, body) = (r.status, r.text());
         assert_eq!((status, body.as_str()), (204, ""));
         let r = fake.received();
         assert_eq!(r[0].query.as_deref(), Some("wait=true"));
@@ -824,28 +753,37 @@ mod tests {
         let fake = FakeServer::discord(50, Duration::from_secs(1)).await;
         let code = |body: &str| serde_json::from_str::<Value>(body).unwrap()["code"].clone();
 
-        let (status, _, body) = http_post(fake.addr, HOOK, JSON, "{}").await;
+        let r = http_post(fake.addr, HOOK, JSON, "{}").await;
+        let (status, body) = (r.status, r.text());
         assert_eq!((status, code(&body)), (400, json!(50006)));
-        let (status, _, body) = http_post(fake.addr, HOOK, JSON, &msg("  ")).await;
+        let r = http_post(fake.addr, HOOK, JSON, &msg("  ")).await;
+        let (status, body) = (r.status, r.text());
         assert_eq!((status, code(&body)), (400, json!(50006)));
-        let (status, _, body) =
-            http_post(fake.addr, HOOK, JSON, r#"{"content": "x", "embeds": []"#).await;
+        let r = http_post(fake.addr, HOOK, JSON, r#"{"content": "x", "embeds": []"#).await;
+        let (status, body) = (r.status, r.text());
         assert_eq!((status, code(&body)), (400, json!(50109)));
-        let (status, _, body) = http_post(fake.addr, HOOK, "text/plain", &msg("x")).await;
+        let r = http_post(fake.addr, HOOK, "text/plain", &msg("x")).await;
+        let (status, body) = (r.status, r.text());
         assert_eq!((status, code(&body)), (400, json!(50035)));
-        let (status, _, body) = http_post(fake.addr, HOOK, JSON, &msg(&"é".repeat(2001))).await;
+        let r = http_post(fake.addr, HOOK, JSON, &msg(&"é".repeat(2001))).await;
+        let (status, body) = (r.status, r.text());
         assert_eq!((status, code(&body)), (400, json!(50035)));
-        let (status, _, _) = http_post(fake.addr, HOOK, JSON, &msg(&"é".repeat(2000))).await;
+        let status = http_post(fake.addr, HOOK, JSON, &msg(&"é".repeat(2000)))
+            .await
+            .status;
         assert_eq!(status, 204);
-        let (status, _, body) = http_post(fake.addr, "/api/webhooks/123456", JSON, &msg("x")).await;
+        let r = http_post(fake.addr, "/api/webhooks/123456", JSON, &msg("x")).await;
+        let (status, body) = (r.status, r.text());
         assert_eq!((status, code(&body)), (404, json!(10015)));
-        let (status, headers, body) = http_post(fake.addr, "/hooks/x", JSON, &msg("x")).await;
+        let r = http_post(fake.addr, "/hooks/x", JSON, &msg("x")).await;
+        let (status, body) = (r.status, r.text());
         assert_eq!((status, code(&body)), (404, json!(10015)));
-        assert!(header(&headers, "x-ratelimit-limit").is_some());
-        let (status, _, _) = http_request(fake.addr, "GET", HOOK, &[], b"").await;
+        assert!(r.header("x-ratelimit-limit").is_some());
+        let status = http_request(fake.addr, "GET", HOOK, &[], b"").await.status;
         assert_eq!(status, 405);
-        let (status, _, _) =
-            http_post(fake.addr, "/api/v10/webhooks/1/t?wait=1", JSON, &msg("ok")).await;
+        let status = http_post(fake.addr, "/api/v10/webhooks/1/t?wait=1", JSON, &msg("ok"))
+            .await
+            .status;
         assert_eq!(status, 200);
 
         let statuses: Vec<u16> = fake.received().iter().map(|r| r.status).collect();
@@ -857,18 +795,21 @@ mod tests {
     async fn programmed_failures_then_success() {
         let fake = FakeServer::discord(1, Duration::from_secs(60)).await;
         fake.fail_next(2, 503, "upstream down", &[("Retry-After", "3")]);
-        let (status, headers, body) = http_post(fake.addr, HOOK, JSON, &msg("a")).await;
+        let r = http_post(fake.addr, HOOK, JSON, &msg("a")).await;
+        let (status, body) = (r.status, r.text());
         assert_eq!((status, body.as_str()), (503, "upstream down"));
-        assert_eq!(header(&headers, "retry-after"), Some("3"));
-        assert!(
-            header(&headers, "content-type")
-                .unwrap()
-                .starts_with("text/plain")
+        assert_eq!(r.header("retry-after"), Some("3"));
+        assert!(r.header("content-type").unwrap().starts_with("text/plain"));
+        assert!(r.header("x-ratelimit-limit").is_none());
+        assert_eq!(
+            http_post(fake.addr, HOOK, JSON, &msg("a")).await.status,
+            503
         );
-        assert!(header(&headers, "x-ratelimit-limit").is_none());
-        assert_eq!(http_post(fake.addr, HOOK, JSON, &msg("a")).await.0, 503);
         // Programmed answers did not use the quota of 1.
-        assert_eq!(http_post(fake.addr, HOOK, JSON, &msg("a")).await.0, 204);
+        assert_eq!(
+            http_post(fake.addr, HOOK, JSON, &msg("a")).await.status,
+            204
+        );
         assert_eq!(fake.count_status(503), 2);
         assert_eq!(fake.accepted().len(), 1);
         assert_eq!(fake.received().len(), 3);
@@ -879,17 +820,27 @@ mod tests {
         let fake = FakeServer::discord(50, Duration::from_secs(1)).await;
         fake.always(404, r#"{"message": "Unknown Webhook", "code": 10015}"#);
         for _ in 0..3 {
-            let (status, headers, body) = http_post(fake.addr, HOOK, JSON, &msg("a")).await;
+            let r = http_post(fake.addr, HOOK, JSON, &msg("a")).await;
+            let (status, body) = (r.status, r.text());
             assert_eq!(status, 404);
-            assert_eq!(header(&headers, "content-type"), Some(JSON));
+            assert_eq!(r.header("content-type"), Some(JSON));
             assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["code"], 10015);
         }
         // fail_next takes precedence over always.
         fake.fail_next(1, 500, "", &[]);
-        assert_eq!(http_post(fake.addr, HOOK, JSON, &msg("a")).await.0, 500);
-        assert_eq!(http_post(fake.addr, HOOK, JSON, &msg("a")).await.0, 404);
+        assert_eq!(
+            http_post(fake.addr, HOOK, JSON, &msg("a")).await.status,
+            500
+        );
+        assert_eq!(
+            http_post(fake.addr, HOOK, JSON, &msg("a")).await.status,
+            404
+        );
         fake.clear();
-        assert_eq!(http_post(fake.addr, HOOK, JSON, &msg("a")).await.0, 204);
+        assert_eq!(
+            http_post(fake.addr, HOOK, JSON, &msg("a")).await.status,
+            204
+        );
         assert_eq!(fake.count_status(404), 4);
     }
 
@@ -902,7 +853,7 @@ mod tests {
         let client = tokio::spawn(async move { http_post(addr, "/x", JSON, "{}").await });
         let got = fake.wait_for_accepted(1, Duration::from_secs(5)).await;
         assert_eq!(got[0].path, "/x");
-        let (status, _, _) = client.await.unwrap();
+        let status = client.await.unwrap().status;
         assert_eq!(status, 200);
         assert!(started.elapsed() >= Duration::from_millis(300));
     }
@@ -920,28 +871,29 @@ mod tests {
         let path = "/services/T000/B000/fake-secret";
         assert_eq!(fake.slack_url(), fake.url(path));
         let text = json!({"text": "hello"}).to_string();
-        let (status, headers, body) = http_post(fake.addr, path, JSON, &text).await;
+        let r = http_post(fake.addr, path, JSON, &text).await;
+        let (status, body) = (r.status, r.text());
         assert_eq!((status, body.as_str()), (200, "ok"));
-        assert!(
-            header(&headers, "content-type")
-                .unwrap()
-                .starts_with("text/plain")
-        );
-        let (status, _, body) = http_post(fake.addr, path, JSON, r#"{"text": ""}"#).await;
+        assert!(r.header("content-type").unwrap().starts_with("text/plain"));
+        let r = http_post(fake.addr, path, JSON, r#"{"text": ""}"#).await;
+        let (status, body) = (r.status, r.text());
         assert_eq!((status, body.as_str()), (400, "no_text"));
-        let (status, _, body) = http_post(fake.addr, path, JSON, &text).await;
+        let r = http_post(fake.addr, path, JSON, &text).await;
+        let (status, body) = (r.status, r.text());
         assert_eq!((status, body.as_str()), (429, "rate_limited"));
-        let (_, headers, _) = http_post(fake.addr, path, JSON, &text).await;
-        let retry: u64 = header(&headers, "retry-after").unwrap().parse().unwrap();
+        let r = http_post(fake.addr, path, JSON, &text).await;
+        let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
         assert!((1..=2).contains(&retry), "{retry}");
 
         // Another webhook has its own window.
         let other = "/services/T000/B001/other";
         let blocks = json!({"blocks": [{"type": "section"}]}).to_string();
-        assert_eq!(http_post(fake.addr, other, JSON, &blocks).await.0, 200);
-        let (status, _, body) = http_post(fake.addr, other, JSON, "not json").await;
+        assert_eq!(http_post(fake.addr, other, JSON, &blocks).await.status, 200);
+        let r = http_post(fake.addr, other, JSON, "not json").await;
+        let (status, body) = (r.status, r.text());
         assert_eq!((status, body.as_str()), (400, "invalid_payload"));
-        let (status, _, body) = http_post(fake.addr, "/hooks/x", JSON, &text).await;
+        let r = http_post(fake.addr, "/hooks/x", JSON, &text).await;
+        let (status, body) = (r.status, r.text());
         assert_eq!((status, body.as_str()), (404, "no_service"));
         assert_eq!(fake.accepted().len(), 2);
         assert_eq!(fake.count_status(429), 2);
@@ -952,7 +904,7 @@ mod tests {
     async fn webhook_records_headers_and_body() {
         let fake = FakeServer::webhook().await;
         let body = br#"{"type": "message.send", "data": {"n": 1}}"#;
-        let (status, headers, answer) = http_request(
+        let r = http_request(
             fake.addr,
             "PUT",
             "/in/hook?x=1&y=2",
@@ -964,8 +916,9 @@ mod tests {
             body,
         )
         .await;
+        let (status, answer) = (r.status, r.text());
         assert_eq!((status, answer.as_str()), (200, "{}"));
-        assert_eq!(header(&headers, "content-type"), Some(JSON));
+        assert_eq!(r.header("content-type"), Some(JSON));
         let r = fake.wait_for_accepted(1, Duration::from_secs(1)).await;
         let r = &r[0];
         assert_eq!(r.method, "PUT");
@@ -980,7 +933,10 @@ mod tests {
         assert!(r.at <= Instant::now());
 
         fake.fail_next(1, 410, "", &[]);
-        assert_eq!(http_post(fake.addr, "/in/hook", JSON, "{}").await.0, 410);
+        assert_eq!(
+            http_post(fake.addr, "/in/hook", JSON, "{}").await.status,
+            410
+        );
         assert_eq!(fake.received().len(), 2);
         assert_eq!(fake.accepted().len(), 1);
     }
@@ -989,7 +945,7 @@ mod tests {
     async fn dropping_the_server_stops_it() {
         let fake = FakeServer::webhook().await;
         let addr = fake.addr;
-        assert_eq!(http_post(addr, "/", JSON, "{}").await.0, 200);
+        assert_eq!(http_post(addr, "/", JSON, "{}").await.status, 200);
         drop(fake);
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while TcpStream::connect(addr).await.is_ok() {

@@ -351,32 +351,6 @@ pub fn seq_in(text: &str) -> usize {
         .unwrap_or_else(|_| panic!("no number after `msg ` in {text:?}"))
 }
 
-/// Where `needle` first occurs in `haystack`.
-pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-/// A raw response head (`\r\n\r\n` included or not): the status line, its
-/// status code, and the headers, trimmed. Panics on a malformed head.
-pub fn parse_response_head(head: &[u8]) -> (String, u16, Vec<(String, String)>) {
-    let head = String::from_utf8(head.to_vec()).unwrap();
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap().to_owned();
-    let status: u16 = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
-    let headers = lines
-        .filter(|l| !l.is_empty())
-        .map(|l| {
-            let (k, v) = l.split_once(':').unwrap();
-            (k.trim().to_owned(), v.trim().to_owned())
-        })
-        .collect();
-    (status_line, status, headers)
-}
-
 /// The relay run in this process through the library, on listeners the
 /// test binds (127.0.0.1:0), with the parts a test injects: its transport,
 /// its clock. For tests that need what a process cannot offer (a

@@ -22,11 +22,11 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::helpers::*;
+use crate::raw_http::{self, Conn, Response};
 
 /// Upper bound on waiting for anything; only there so that a broken server
 /// fails the test instead of hanging it.
@@ -120,173 +120,17 @@ async fn post(app: &TestApp, body: impl Into<reqwest::Body>) -> (u16, String) {
 }
 
 // ---------------------------------------------------------------------------
-// Raw HTTP/1.1
-
-/// One answer read off a raw connection.
-#[derive(Debug)]
-struct Answer {
-    status_line: String,
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// The `error` of the relay's JSON answer.
-    fn error(&self) -> String {
-        let v: Value = serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "answer {} is not JSON ({e}): {:?}",
-                self.status,
-                String::from_utf8_lossy(&self.body)
-            )
-        });
-        v["error"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no error in {v}"))
-            .to_owned()
-    }
-}
+// Raw HTTP/1.1 (`raw_http`), every wait bounded by `GUARD`
 
 /// A raw connection to the ingest listener.
-struct Raw {
-    rd: OwnedReadHalf,
-    wr: Option<OwnedWriteHalf>,
-    writer: Option<JoinHandle<()>>,
-    buf: Vec<u8>,
-}
-
-impl Drop for Raw {
-    fn drop(&mut self) {
-        if let Some(w) = self.writer.take() {
-            w.abort();
-        }
-    }
-}
-
-impl Raw {
-    async fn connect(app: &TestApp) -> Self {
-        let (rd, wr) = TcpStream::connect(app.ingest).await.unwrap().into_split();
-        Self {
-            rd,
-            wr: Some(wr),
-            writer: None,
-            buf: Vec::new(),
-        }
-    }
-
-    async fn send(&mut self, bytes: &[u8]) {
-        let wr = self.wr.as_mut().expect("the write half is in use");
-        wr.write_all(bytes).await.unwrap();
-    }
-
-    /// Writes `bytes` from a task, so that the answer can be read while the
-    /// server has not read them all (it may answer first, then close; the
-    /// task's write error is then expected and ignored).
-    fn send_in_background(&mut self, bytes: Vec<u8>) {
-        let mut wr = self.wr.take().expect("the write half is in use");
-        self.writer = Some(tokio::spawn(async move {
-            if wr.write_all(&bytes).await.is_ok() {
-                // Keep the write half open: closing it would be a client EOF.
-                std::future::pending::<()>().await;
-            }
-        }));
-    }
-
-    /// Reads more; false at EOF or on a reset.
-    async fn fill(&mut self) -> bool {
-        let mut chunk = [0u8; 16 * 1024];
-        match self.rd.read(&mut chunk).await {
-            Ok(0) | Err(_) => false,
-            Ok(n) => {
-                self.buf.extend_from_slice(&chunk[..n]);
-                true
-            }
-        }
-    }
-
-    /// The next answer, or `None` if the server closed the connection first.
-    async fn try_answer(&mut self) -> Option<Answer> {
-        tokio::time::timeout(GUARD, async {
-            let head_end = loop {
-                if let Some(i) = find(&self.buf, b"\r\n\r\n") {
-                    break i + 4;
-                }
-                if !self.fill().await {
-                    assert!(
-                        self.buf.is_empty(),
-                        "closed inside an answer head: {:?}",
-                        String::from_utf8_lossy(&self.buf)
-                    );
-                    return None;
-                }
-            };
-            let (status_line, status, headers) = parse_response_head(&self.buf[..head_end]);
-            self.buf.drain(..head_end);
-            let length = headers
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-                .map(|(_, v)| v.parse::<usize>().unwrap());
-            let body = match length {
-                _ if (100..200).contains(&status) => Vec::new(),
-                Some(len) => {
-                    while self.buf.len() < len {
-                        assert!(self.fill().await, "closed inside an answer body");
-                    }
-                    self.buf.drain(..len).collect()
-                }
-                // No length: the body runs to the end of the connection.
-                None => {
-                    while self.fill().await {}
-                    std::mem::take(&mut self.buf)
-                }
-            };
-            Some(Answer {
-                status_line,
-                status,
-                headers,
-                body,
-            })
-        })
-        .await
-        .expect("no answer and no close before the guard")
-    }
-
-    async fn answer(&mut self) -> Answer {
-        self.try_answer()
-            .await
-            .expect("the server closed the connection without answering")
-    }
-
-    /// Waits until the server closes the connection (EOF or reset); what it
-    /// sent before that.
-    async fn closed(&mut self) -> Vec<u8> {
-        tokio::time::timeout(GUARD, async { while self.fill().await {} })
-            .await
-            .expect("the server kept the connection open");
-        std::mem::take(&mut self.buf)
-    }
+async fn connect(app: &TestApp) -> Conn {
+    Conn::connect(app.ingest, GUARD).await
 }
 
 /// A request to the hook path (with the right key unless `target` says
 /// otherwise): request line, `headers`, blank line, `body`.
 fn raw_request(target: &str, version: &str, headers: &[String], body: &[u8]) -> Vec<u8> {
-    let mut out = format!("POST {target} {version}\r\nHost: 127.0.0.1\r\n");
-    for h in headers {
-        out.push_str(h);
-        out.push_str("\r\n");
-    }
-    out.push_str("\r\n");
-    let mut out = out.into_bytes();
-    out.extend_from_slice(body);
-    out
+    raw_http::request("POST", target, version, headers, body)
 }
 
 fn hook_target() -> String {
@@ -295,11 +139,8 @@ fn hook_target() -> String {
 
 /// Sends `request` on a new connection (in the background) and reads the
 /// answer.
-async fn exchange(app: &TestApp, request: Vec<u8>) -> (Answer, Raw) {
-    let mut raw = Raw::connect(app).await;
-    raw.send_in_background(request);
-    let answer = raw.answer().await;
-    (answer, raw)
+async fn exchange(app: &TestApp, request: Vec<u8>) -> (Response, Conn) {
+    raw_http::exchange(app.ingest, request, GUARD).await
 }
 
 /// A field of /proc/PID/status of the relay, in KiB: `VmRSS` (resident
@@ -494,13 +335,7 @@ async fn case_oversized_bodies(app: &TestApp) {
     raw.closed().await;
     still_serves(app, "10 MB with Content-Length").await;
 
-    let mut chunked = Vec::with_capacity(ten_mb.len() + 4096);
-    for part in ten_mb.chunks(64 * 1024) {
-        chunked.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
-        chunked.extend_from_slice(part);
-        chunked.extend_from_slice(b"\r\n");
-    }
-    chunked.extend_from_slice(b"0\r\n\r\n");
+    let chunked = raw_http::chunked(&ten_mb, 64 * 1024);
     let head = [
         "Content-Type: application/json".to_owned(),
         "Transfer-Encoding: chunked".to_owned(),
@@ -520,10 +355,10 @@ async fn case_oversized_bodies(app: &TestApp) {
         "Content-Type: application/json".to_owned(),
         "Content-Length: 104857600".to_owned(),
     ];
-    let mut raw = Raw::connect(app).await;
+    let mut raw = connect(app).await;
     raw.send(&raw_request(&hook_target(), "HTTP/1.1", &head, b""))
         .await;
-    let a = raw.answer().await;
+    let a = raw.response().await;
     assert_eq!((a.status, a.error()), (413, TOO_LARGE.to_owned()));
     raw.closed().await;
     still_serves(app, "100 MB declared, never sent").await;
@@ -536,7 +371,7 @@ async fn case_body_never_comes(app: &TestApp) {
         "Content-Type: application/json".to_owned(),
         "Content-Length: 1000".to_owned(),
     ];
-    let mut raw = Raw::connect(app).await;
+    let mut raw = connect(app).await;
     raw.send(&raw_request(
         &hook_target(),
         "HTTP/1.1",
@@ -544,7 +379,7 @@ async fn case_body_never_comes(app: &TestApp) {
         br#"{"website"#,
     ))
     .await;
-    let a = raw.answer().await;
+    let a = raw.response().await;
     assert_eq!(a.status, 408);
     assert!(a.error().contains("body not received"), "{}", a.error());
     raw.closed().await;
@@ -696,9 +531,7 @@ async fn case_protocol(app: &TestApp) {
 
     // Content-Length and Transfer-Encoding together: chunked wins (RFC 9112
     // §6.3) and the body is read as chunks; the relay sees one request.
-    let mut chunks = format!("{:x}\r\n", body.len()).into_bytes();
-    chunks.extend_from_slice(&body);
-    chunks.extend_from_slice(b"\r\n0\r\n\r\n");
+    let chunks = raw_http::chunked(&body, body.len());
     let head = [
         "Content-Type: application/json".to_owned(),
         "Content-Length: 5".to_owned(),
@@ -719,16 +552,16 @@ async fn case_expect_continue(app: &TestApp) {
         format!("Content-Length: {}", body.len()),
         "Expect: 100-continue".to_owned(),
     ];
-    let mut raw = Raw::connect(app).await;
+    let mut raw = connect(app).await;
     raw.send(&raw_request(&hook_target(), "HTTP/1.1", &head, b""))
         .await;
-    let a = raw.answer().await;
+    let a = raw.response().await;
     assert_eq!(
         (a.status, a.status_line.as_str()),
         (100, "HTTP/1.1 100 Continue")
     );
     raw.send(&body).await;
-    let a = raw.answer().await;
+    let a = raw.response().await;
     assert_eq!(a.status, 200, "{:?}", String::from_utf8_lossy(&a.body));
     assert_eq!(
         serde_json::from_slice::<Value>(&a.body).unwrap(),
@@ -757,10 +590,10 @@ async fn case_expect_continue(app: &TestApp) {
             format!("Content-Length: {length}"),
             "Expect: 100-continue".to_owned(),
         ];
-        let mut raw = Raw::connect(app).await;
+        let mut raw = connect(app).await;
         raw.send(&raw_request(&target, "HTTP/1.1", &head, b""))
             .await;
-        let a = raw.answer().await;
+        let a = raw.response().await;
         assert_eq!((a.status, a.error()), (status, error.to_owned()), "{what}");
         still_serves(app, &format!("Expect: 100-continue with {what}")).await;
     }
@@ -959,13 +792,8 @@ async fn two_hundred_slow_loris_connections_do_not_starve_a_valid_request() {
         rest.extend_from_slice(&body);
         finish.spawn(async move {
             wr.write_all(&rest).await.unwrap();
-            let mut raw = Raw {
-                rd,
-                wr: Some(wr),
-                writer: None,
-                buf: Vec::new(),
-            };
-            (i, raw.answer().await.status)
+            let mut raw = Conn::from_halves(rd, wr, GUARD);
+            (i, raw.response().await.status)
         });
     }
     let mut answered = 0;
@@ -1078,10 +906,10 @@ async fn hundreds_of_huge_heads_at_once_are_refused_within_bounded_memory() {
     huge.extend(std::iter::repeat_n(b'a', 300_000));
     let mut conns = JoinSet::new();
     for _ in 0..200 {
-        let mut raw = Raw::connect(&app).await;
+        let mut raw = connect(&app).await;
         raw.send_in_background(huge.clone());
         // The answer, or none if the server closed at its header timeout.
-        conns.spawn(async move { raw.try_answer().await.map(|a| a.status) });
+        conns.spawn(async move { raw.try_response().await.map(|a| a.status) });
     }
     let mut answers = Vec::new();
     while let Some(r) = conns.join_next().await {
@@ -1109,10 +937,10 @@ async fn hundreds_of_stalled_bodies_hold_no_more_than_the_body_budget() {
     let request = raw_request(&hook_target(), "HTTP/1.1", &head, &vec![b' '; MAX_BODY - 1]);
     let mut conns = JoinSet::new();
     for _ in 0..100 {
-        let mut raw = Raw::connect(&app).await;
+        let mut raw = connect(&app).await;
         raw.send_in_background(request.clone());
         conns.spawn(async move {
-            let a = raw.answer().await;
+            let a = raw.response().await;
             let retry_after = a.header("retry-after").map(str::to_owned);
             (a.status, a.error(), retry_after)
         });

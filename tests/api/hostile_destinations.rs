@@ -27,6 +27,7 @@ use tokio::sync::Semaphore;
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::helpers::*;
+use crate::raw_http::find;
 
 /// How long a case may take to get `msg 2` delivered. Only a hang guard.
 const DEADLINE: Duration = Duration::from_secs(20);

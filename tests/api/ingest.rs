@@ -14,11 +14,10 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Connection, SqliteConnection};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
 use crate::helpers::*;
+use crate::raw_http::{self, Conn, Response};
 
 /// Upper bound on waiting for anything (an answer, a closed connection, a log
 /// line). Generous: it only exists so that a broken server fails the test
@@ -132,98 +131,39 @@ async fn release_write_lock(mut conn: SqliteConnection) {
 }
 
 // ---------------------------------------------------------------------------
-// Raw HTTP/1.1 over a TcpStream, for what reqwest will not do (lie about
+// Raw HTTP/1.1 (`raw_http`), for what reqwest will not do (lie about
 // Content-Length, stall mid-request, reuse one known connection).
 
-struct RawResponse {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
+/// A raw connection to the ingest listener, bounded by `GUARD`.
+async fn connect(app: &TestApp) -> Conn {
+    Conn::connect(app.ingest, GUARD).await
 }
 
-impl RawResponse {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("answer {} is not JSON ({e}): {:?}", self.status, self.body))
-    }
+/// A request to the hook path with the right key: `headers`, then `body`.
+fn hook_request(headers: &[&str], body: &[u8]) -> Vec<u8> {
+    let target = format!("/crisp/hooks?key={KEY}");
+    raw_http::request("POST", &target, "HTTP/1.1", headers, body)
 }
 
-/// The head of a request to the hook path with the right key.
-fn hook_head(method: &str, headers: &[&str]) -> String {
-    let mut s = format!("{method} /crisp/hooks?key={KEY} HTTP/1.1\r\nHost: 127.0.0.1\r\n");
-    for h in headers {
-        s.push_str(h);
-        s.push_str("\r\n");
-    }
-    s.push_str("\r\n");
-    s
-}
-
-/// Reads exactly one response (head plus a Content-Length body).
-async fn read_response<R: AsyncRead + Unpin>(r: &mut R) -> RawResponse {
-    tokio::time::timeout(GUARD, async {
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 8192];
-        let head_end = loop {
-            if let Some(i) = find(&buf, b"\r\n\r\n") {
-                break i + 4;
-            }
-            let n = r.read(&mut chunk).await.expect("reading the response");
-            assert!(
-                n > 0,
-                "connection closed before a whole response head; got {:?}",
-                String::from_utf8_lossy(&buf)
-            );
-            buf.extend_from_slice(&chunk[..n]);
-        };
-        let (_, status, headers) = parse_response_head(&buf[..head_end]);
-        let len: usize = headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-            .map(|(_, v)| v.parse().unwrap())
-            .expect("the relay always sends Content-Length");
-        while buf.len() < head_end + len {
-            let n = r.read(&mut chunk).await.expect("reading the response body");
-            assert!(n > 0, "connection closed inside the response body");
-            buf.extend_from_slice(&chunk[..n]);
-        }
-        assert_eq!(
-            buf.len(),
-            head_end + len,
-            "unexpected bytes after the response"
-        );
-        RawResponse {
-            status,
-            headers,
-            body: String::from_utf8(buf[head_end..].to_vec()).unwrap(),
-        }
-    })
-    .await
-    .expect("no response before the hang guard")
-}
-
-/// Reads until the server closes the connection (EOF or reset). Returns what
-/// arrived before that. Panics if the connection stays open past the guard.
-async fn read_until_closed<R: AsyncRead + Unpin>(r: &mut R) -> Vec<u8> {
-    tokio::time::timeout(GUARD, async {
-        let mut got = Vec::new();
-        let mut chunk = [0u8; 8192];
-        loop {
-            match r.read(&mut chunk).await {
-                Ok(0) | Err(_) => return got,
-                Ok(n) => got.extend_from_slice(&chunk[..n]),
-            }
-        }
-    })
-    .await
-    .expect("the server kept the connection open")
+/// Reads exactly one answer of the relay: a Content-Length body (the relay
+/// always sends one) in UTF-8, and nothing after it.
+async fn read_response(conn: &mut Conn) -> Response {
+    let resp = conn.response().await;
+    assert!(
+        resp.header("content-length").is_some(),
+        "the relay always sends Content-Length"
+    );
+    assert!(
+        conn.buffered().is_empty(),
+        "unexpected bytes after the response"
+    );
+    assert!(
+        std::str::from_utf8(&resp.body).is_ok(),
+        "answer {} is not UTF-8: {:?}",
+        resp.status,
+        resp.text()
+    );
+    resp
 }
 
 // ---------------------------------------------------------------------------
@@ -541,58 +481,43 @@ async fn body_at_max_body_is_accepted_one_byte_more_is_413() {
 #[tokio::test]
 async fn declared_content_length_over_max_body_is_refused_before_the_body() {
     let app = TestApp::spawn().await;
-    let mut stream = TcpStream::connect(app.ingest).await.unwrap();
+    let mut conn = connect(&app).await;
     // 100 MB declared; not one byte of it is ever sent, so the answer can
     // only come from the declared length.
-    let head = hook_head(
-        "POST",
+    let head = hook_request(
         &[
             "Content-Type: application/json",
             "Content-Length: 104857600",
         ],
+        b"",
     );
-    stream.write_all(head.as_bytes()).await.unwrap();
-    let resp = read_response(&mut stream).await;
+    conn.send(&head).await;
+    let resp = read_response(&mut conn).await;
     assert_eq!(resp.status, 413);
     assert_eq!(
         resp.json(),
         json!({"error": "body is larger than the 65536 byte limit"})
     );
     // And the server does not wait for the 100 MB: it closes the connection.
-    read_until_closed(&mut stream).await;
+    conn.closed().await;
     assert_eq!(app.post_event(envelope(1)).await.status(), 200);
 }
 
 /// Sends `body` with chunked transfer encoding in `chunk`-byte chunks, while
 /// reading the answer concurrently (the server may answer before the end).
-async fn post_chunked(app: &TestApp, body: Vec<u8>, chunk: usize) -> RawResponse {
-    let stream = TcpStream::connect(app.ingest).await.unwrap();
-    let (mut rd, mut wr) = stream.into_split();
-    let head = hook_head(
-        "POST",
+async fn post_chunked(app: &TestApp, body: Vec<u8>, chunk: usize) -> Response {
+    let request = hook_request(
         &[
             "Content-Type: application/json",
             "Transfer-Encoding: chunked",
         ],
+        &raw_http::chunked(&body, chunk),
     );
-    let writer = tokio::spawn(async move {
-        wr.write_all(head.as_bytes()).await?;
-        for part in body.chunks(chunk) {
-            wr.write_all(format!("{:x}\r\n", part.len()).as_bytes())
-                .await?;
-            wr.write_all(part).await?;
-            wr.write_all(b"\r\n").await?;
-        }
-        wr.write_all(b"0\r\n\r\n").await?;
-        wr.flush().await?;
-        // Keep the write half open until the answer is read.
-        Ok::<_, std::io::Error>(wr)
-    });
-    let resp = read_response(&mut rd).await;
-    // The writer may have failed (the server stopped reading) or still be
-    // blocked on a full socket: either way it is done with.
-    writer.abort();
-    resp
+    let mut conn = connect(app).await;
+    // The writer may fail (the server stopped reading) or still be blocked
+    // on a full socket once the answer is read: it ends with `conn`.
+    conn.send_in_background(request);
+    read_response(&mut conn).await
 }
 
 #[tokio::test]
@@ -600,13 +525,13 @@ async fn chunked_body_over_max_body_is_413_while_streaming() {
     let app = TestApp::spawn().await;
     // Control: chunked bodies are read fine when within the limit.
     let ok = post_chunked(&app, envelope(1).into_bytes(), 16).await;
-    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert_eq!(ok.status, 200, "{}", ok.text());
     assert_eq!(ok.json(), json!({"accepted": true, "deliveries": 1}));
 
     // No Content-Length: only counting while reading can catch this one.
     let big = vec![b' '; MAX_BODY + 16 * 1024];
     let resp = post_chunked(&app, big, 1024).await;
-    assert_eq!(resp.status, 413, "{}", resp.body);
+    assert_eq!(resp.status, 413, "{}", resp.text());
     assert_eq!(
         resp.json(),
         json!({"error": "body is larger than the 65536 byte limit"})
@@ -614,66 +539,41 @@ async fn chunked_body_over_max_body_is_413_while_streaming() {
     assert_eq!(app.post_event(envelope(2)).await.status(), 200);
 }
 
-/// Writes `head` then all of `body` with blocking I/O, as many HTTP client
-/// libraries do (the whole request before reading), then reads the answer.
-/// `Err` names the step that failed (a write broken by a reset).
-fn write_all_then_read(
-    addr: std::net::SocketAddr,
-    head: String,
-    body: Vec<u8>,
-) -> Result<String, String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
-    s.set_read_timeout(Some(GUARD)).unwrap();
-    s.write_all(head.as_bytes())
-        .and_then(|()| s.write_all(&body))
-        .map_err(|e| format!("writing the body: {e}"))?;
-    let mut answer = Vec::new();
-    let _ = s.read_to_end(&mut answer);
-    Ok(String::from_utf8_lossy(&answer).into_owned())
-}
-
 /// A client that writes its whole body before reading (8 MiB, over the
-/// 64 KiB limit) gets the 413, not a broken pipe: the relay answers at once
-/// and reads the rest of the body (up to 16 MiB) before it closes.
+/// 64 KiB limit), as many HTTP libraries do, gets the 413, not a broken
+/// pipe: the relay answers at once and reads the rest of the body (up to
+/// 16 MiB) before it closes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_writing_a_whole_oversized_body_before_reading_gets_the_413() {
     let app = TestApp::spawn().await;
     let size = 8 * 1024 * 1024;
-    let declared = hook_head(
-        "POST",
-        &[
-            "Content-Type: application/json",
-            &format!("Content-Length: {size}"),
-        ],
-    );
-    let mut chunked_body = Vec::new();
-    for part in vec![b' '; size].chunks(64 * 1024) {
-        chunked_body.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
-        chunked_body.extend_from_slice(part);
-        chunked_body.extend_from_slice(b"\r\n");
-    }
-    chunked_body.extend_from_slice(b"0\r\n\r\n");
-    let chunked = hook_head(
-        "POST",
-        &[
-            "Content-Type: application/json",
-            "Transfer-Encoding: chunked",
-        ],
-    );
-    let addr = app.ingest;
-    for (what, head, body) in [
-        ("Content-Length", declared, vec![b' '; size]),
-        ("chunked", chunked, chunked_body),
+    let body = vec![b' '; size];
+    let length = format!("Content-Length: {size}");
+    for (what, request) in [
+        (
+            "Content-Length",
+            hook_request(&["Content-Type: application/json", &length], &body),
+        ),
+        (
+            "chunked",
+            hook_request(
+                &[
+                    "Content-Type: application/json",
+                    "Transfer-Encoding: chunked",
+                ],
+                &raw_http::chunked(&body, 64 * 1024),
+            ),
+        ),
     ] {
-        let answer = tokio::task::spawn_blocking(move || write_all_then_read(addr, head, body))
-            .await
-            .unwrap()
-            .unwrap_or_else(|e| panic!("{what}: {e}"));
-        assert!(answer.starts_with("HTTP/1.1 413"), "{what}: {answer}");
-        assert!(
-            answer.contains("body is larger than the 65536 byte limit"),
-            "{what}: {answer}"
+        let mut conn = connect(&app).await;
+        // The whole request first (a write broken by a reset fails here).
+        conn.send(&request).await;
+        let resp = read_response(&mut conn).await;
+        assert_eq!(resp.status, 413, "{what}: {}", resp.text());
+        assert_eq!(
+            resp.json(),
+            json!({"error": "body is larger than the 65536 byte limit"}),
+            "{what}"
         );
     }
     assert_eq!(app.post_event(envelope(1)).await.status(), 200);
@@ -912,22 +812,19 @@ async fn store_that_cannot_commit_answers_503_with_retry_after_and_stores_nothin
 #[tokio::test]
 async fn several_requests_share_one_keep_alive_connection() {
     let mut app = TestApp::spawn().await;
-    let mut stream = TcpStream::connect(app.ingest).await.unwrap();
+    let mut conn = connect(&app).await;
     let bodies = [envelope(1), "{".to_owned(), envelope(2), envelope(3)];
     let mut statuses = Vec::new();
     for body in &bodies {
-        let head = hook_head(
-            "POST",
+        let request = hook_request(
             &[
                 "Content-Type: application/json",
                 &format!("Content-Length: {}", body.len()),
             ],
+            body.as_bytes(),
         );
-        stream
-            .write_all(format!("{head}{body}").as_bytes())
-            .await
-            .unwrap();
-        let resp = read_response(&mut stream).await;
+        conn.send(&request).await;
+        let resp = read_response(&mut conn).await;
         assert_ne!(
             resp.header("connection")
                 .map(str::to_ascii_lowercase)
@@ -951,11 +848,11 @@ async fn several_requests_share_one_keep_alive_connection() {
 async fn client_stalling_in_the_headers_is_disconnected() {
     let config = config_custom("  header_read_timeout: 300ms\n", "", CONSOLE_ALL);
     let app = TestApp::spawn_with(&config).await;
-    let mut stream = TcpStream::connect(app.ingest).await.unwrap();
-    stream.write_all(b"POST /crisp/ho").await.unwrap();
+    let mut conn = connect(&app).await;
+    conn.send(b"POST /crisp/ho").await;
     // Then nothing more: the server must hang up (EOF or reset), whatever
     // it sends first.
-    let got = read_until_closed(&mut stream).await;
+    let got = conn.closed().await;
     assert!(
         got.is_empty() || got.starts_with(b"HTTP/1.1 4"),
         "unexpected answer {:?}",
@@ -968,14 +865,14 @@ async fn client_stalling_in_the_headers_is_disconnected() {
 async fn client_stalling_in_the_body_gets_408_and_others_are_served() {
     let config = config_custom("  body_read_timeout: 300ms\n", "", CONSOLE_ALL);
     let mut app = TestApp::spawn_with(&config).await;
-    let mut stream = TcpStream::connect(app.ingest).await.unwrap();
-    let head = hook_head(
-        "POST",
+    let mut conn = connect(&app).await;
+    let head = hook_request(
         &["Content-Type: application/json", "Content-Length: 100"],
+        b"",
     );
-    stream.write_all(head.as_bytes()).await.unwrap();
-    stream.write_all(br#"{"website"#).await.unwrap();
-    let resp = read_response(&mut stream).await;
+    conn.send(&head).await;
+    conn.send(br#"{"website"#).await;
+    let resp = read_response(&mut conn).await;
     assert_eq!(resp.status, 408);
     assert!(
         resp.json()["error"]
@@ -984,7 +881,7 @@ async fn client_stalling_in_the_body_gets_408_and_others_are_served() {
             .contains("body not received")
     );
     // The half-sent body makes the connection unusable: it is closed.
-    read_until_closed(&mut stream).await;
+    conn.closed().await;
 
     assert_eq!(app.post_event(envelope(1)).await.status(), 200);
     assert!(app.terminate().success());

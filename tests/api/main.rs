@@ -4,6 +4,7 @@
 //! rendering functions directly, on generated input.
 
 mod helpers;
+mod raw_http;
 
 mod cli;
 mod config_errors;

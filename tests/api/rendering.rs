@@ -9,6 +9,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
+use crisp_relay::targets::invariants::{self, unescape_discord, unescape_slack};
 use serde_json::{Value, json};
 
 use crate::helpers::*;
@@ -134,335 +135,61 @@ fn units(s: &str) -> usize {
     s.encode_utf16().count()
 }
 
-/// Every string in `v`, with its JSON path.
-fn strings<'a>(v: &'a Value, path: &str, out: &mut Vec<(String, &'a str)>) {
-    match v {
-        Value::String(s) => out.push((path.to_owned(), s)),
-        Value::Array(items) => {
-            for (i, item) in items.iter().enumerate() {
-                strings(item, &format!("{path}[{i}]"), out);
-            }
-        }
-        Value::Object(map) => {
-            for (k, item) in map {
-                strings(item, &format!("{path}.{k}"), out);
-            }
-        }
-        _ => {}
+/// The problems `checks` found, each prefixed with `what` and the kind.
+fn push<const N: usize>(
+    problems: &mut Vec<String>,
+    what: &str,
+    kind: &str,
+    checks: [Result<(), String>; N],
+) {
+    for e in checks.into_iter().filter_map(Result::err) {
+        problems.extend(e.lines().map(|l| format!("{what}: {kind}: {l}")));
     }
 }
 
-fn all_strings(v: &Value) -> Vec<(String, &str)> {
-    let mut out = Vec::new();
-    strings(v, "body", &mut out);
-    out
-}
-
-/// Whether the character at byte `i` of `s` follows an odd run of
-/// backslashes, i.e. is escaped for Discord markdown.
-fn escaped_at(s: &str, i: usize) -> bool {
-    s[..i].chars().rev().take_while(|&c| c == '\\').count() % 2 == 1
-}
-
-/// Discord markdown escaping undone: `\x` → `x`.
-fn unescape_discord(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\\' {
-            if let Some(next) = chars.next() {
-                out.push(next);
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// Slack entity escaping undone.
-fn unescape_slack(s: &str) -> String {
-    s.replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&amp;", "&")
-}
-
-fn str_at<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
-    v.get(key).and_then(Value::as_str)
-}
-
-fn is_http_url(s: &str) -> bool {
-    s.starts_with("https://") || s.starts_with("http://")
-}
-
-/// A non-blank string of at most `max` units at `v` (if present); returns
-/// its length for the embed total.
-fn check_text(errs: &mut Vec<String>, path: &str, v: Option<&Value>, max: usize) -> usize {
-    let Some(v) = v else { return 0 };
-    match v.as_str() {
-        Some(s) if s.trim().is_empty() => errs.push(format!("{path} is empty")),
-        Some(s) if units(s) > max => errs.push(format!("{path} is {} units (> {max})", units(s))),
-        Some(s) => return units(s),
-        None => errs.push(format!("{path} is not a string: {v}")),
-    }
-    0
-}
-
-/// A Slack text object: `plain_text` or `mrkdwn` (then `verbatim`, since
-/// templates put visitor text in them), non-blank, at most `max` units.
-fn check_text_object(errs: &mut Vec<String>, path: &str, t: &Value, max: usize) {
-    let ty = str_at(t, "type").unwrap_or("");
-    if ty != "mrkdwn" && ty != "plain_text" {
-        errs.push(format!("{path} is not a text object: {t}"));
-        return;
-    }
-    check_text(errs, &format!("{path}.text"), Some(&t["text"]), max);
-    if ty == "mrkdwn" && t["verbatim"] != true {
-        errs.push(format!("{path} is mrkdwn without \"verbatim\": true"));
-    }
-}
-
-/// Discord's documented limits and non-empty rules (research/targets.md §1.3).
+/// Discord's documented limits and non-empty rules (research/targets.md
+/// §1.3), nothing can ping, and the username is the target's.
 fn discord_problems(what: &str, body: &Value, problems: &mut Vec<String>) {
-    let mut errs = Vec::new();
-    if body["allowed_mentions"] != json!({"parse": []}) {
-        errs.push(format!(
-            "allowed_mentions is {}, not {{\"parse\": []}}",
-            body["allowed_mentions"]
-        ));
-    }
-    if str_at(body, "username") != Some(USERNAME) {
-        errs.push(format!(
-            "username {} is not the target's ({USERNAME}): templates must not set it",
+    if body["username"].as_str() != Some(USERNAME) {
+        problems.push(format!(
+            "{what}: discord: username {} is not the target's ({USERNAME}): templates must not set it",
             body["username"]
         ));
     }
-    let content = str_at(body, "content");
-    if let Some(c) = content
-        && units(c) > 2000
-    {
-        errs.push(format!("content is {} units (> 2000)", units(c)));
-    }
-    let empty = Vec::new();
-    let embeds = body["embeds"].as_array().unwrap_or(&empty);
-    if content.is_none_or(|c| c.trim().is_empty()) && embeds.is_empty() {
-        errs.push("neither content nor embeds".into());
-    }
-    if embeds.len() > 10 {
-        errs.push(format!("{} embeds (> 10)", embeds.len()));
-    }
-    let mut total = 0;
-    for (i, e) in embeds.iter().enumerate() {
-        let at = |key: &str| format!("embeds[{i}].{key}");
-        total += check_text(&mut errs, &at("title"), e.get("title"), 256);
-        total += check_text(&mut errs, &at("description"), e.get("description"), 4096);
-        total += check_text(
-            &mut errs,
-            &at("author.name"),
-            e.pointer("/author/name"),
-            256,
-        );
-        total += check_text(
-            &mut errs,
-            &at("footer.text"),
-            e.pointer("/footer/text"),
-            2048,
-        );
-        if e.get("author").is_some() && e.pointer("/author/name").is_none() {
-            errs.push(format!("{} is missing", at("author.name")));
-        }
-        let fields = e["fields"].as_array().unwrap_or(&empty);
-        if fields.len() > 25 {
-            errs.push(format!(
-                "{} has {} items (> 25)",
-                at("fields"),
-                fields.len()
-            ));
-        }
-        for (j, f) in fields.iter().enumerate() {
-            let name = at(&format!("fields[{j}].name"));
-            let value = at(&format!("fields[{j}].value"));
-            total += check_text(&mut errs, &name, Some(&f["name"]), 256);
-            total += check_text(&mut errs, &value, Some(&f["value"]), 1024);
-        }
-        for ptr in [
-            "/url",
-            "/author/url",
-            "/author/icon_url",
-            "/image/url",
-            "/thumbnail/url",
-            "/footer/icon_url",
-        ] {
-            if let Some(u) = e.pointer(ptr)
-                && !u.as_str().is_some_and(is_http_url)
-            {
-                errs.push(format!("embeds[{i}]{ptr} is not an http(s) URL: {u}"));
-            }
-        }
-        if let Some(ts) = e.get("timestamp")
-            && !ts
-                .as_str()
-                .is_some_and(|t| t.len() == 24 && t.ends_with('Z') && t.as_bytes()[10] == b'T')
-        {
-            errs.push(format!("{} is not ISO 8601: {ts}", at("timestamp")));
-        }
-        if let Some(c) = e.get("color")
-            && c.as_u64().is_none_or(|c| c > 0xFF_FFFF)
-        {
-            errs.push(format!("{} is not an RGB integer: {c}", at("color")));
-        }
-    }
-    if total > 6000 {
-        errs.push(format!("embed texts total {total} units (> 6000)"));
-    }
-    problems.extend(errs.into_iter().map(|e| format!("{what}: discord: {e}")));
+    let checks = [
+        invariants::discord_pings_nobody(body),
+        invariants::discord_body_within_limits(body),
+        invariants::discord_body_well_formed(body),
+    ];
+    push(problems, what, "discord", checks);
 }
 
-/// Slack's Block Kit limits and non-empty rules (research/targets.md §2.5).
+/// Slack's Block Kit limits and non-empty rules (research/targets.md §2.5),
+/// and nothing can ping.
 fn slack_problems(what: &str, body: &Value, problems: &mut Vec<String>) {
-    let mut errs = Vec::new();
-    if str_at(body, "text").is_none() {
-        errs.push("no top-level text fallback".into());
-    }
-    check_text(&mut errs, "text", body.get("text"), 40_000);
-    for key in ["link_names", "parse"] {
-        if body.get(key).is_some() {
-            errs.push(format!("`{key}` is set (it turns @channel into a mention)"));
-        }
-    }
-    let empty = Vec::new();
-    let blocks = body["blocks"].as_array().unwrap_or(&empty);
-    if blocks.len() > 50 {
-        errs.push(format!("{} blocks (> 50)", blocks.len()));
-    }
-    for (i, b) in blocks.iter().enumerate() {
-        let kind = str_at(b, "type").unwrap_or("");
-        let at = |rest: &str| format!("blocks[{i}]{rest}");
-        match kind {
-            "header" => {
-                check_text_object(&mut errs, &at(".text"), &b["text"], 150);
-                if b["text"]["type"] != "plain_text" {
-                    errs.push(format!("{} is not plain_text", at(".text")));
-                }
-            }
-            "section" => {
-                if let Some(t) = b.get("text") {
-                    check_text_object(&mut errs, &at(".text"), t, 3000);
-                }
-                let fields = b["fields"].as_array().unwrap_or(&empty);
-                if fields.len() > 10 {
-                    errs.push(format!(
-                        "{} has {} items (> 10)",
-                        at(".fields"),
-                        fields.len()
-                    ));
-                }
-                for (j, f) in fields.iter().enumerate() {
-                    check_text_object(&mut errs, &at(&format!(".fields[{j}]")), f, 2000);
-                }
-                if b.get("text").is_none() && fields.is_empty() {
-                    errs.push(format!("{} has neither text nor fields", at("")));
-                }
-            }
-            "context" | "actions" => {
-                let elements = b["elements"].as_array().unwrap_or(&empty);
-                if elements.is_empty() || (kind == "context" && elements.len() > 10) {
-                    errs.push(format!("{} has {} elements", at(""), elements.len()));
-                }
-                for (j, el) in elements.iter().enumerate() {
-                    let path = at(&format!(".elements[{j}]"));
-                    if el["type"] == "button" {
-                        check_text_object(&mut errs, &format!("{path}.text"), &el["text"], 75);
-                    } else if el["type"] != "image" {
-                        check_text_object(&mut errs, &path, el, 3000);
-                    }
-                }
-            }
-            _ => {}
-        }
-        if b["accessory"]["type"] == "button" {
-            check_text_object(
-                &mut errs,
-                &at(".accessory.text"),
-                &b["accessory"]["text"],
-                75,
-            );
-        }
-        let elements = b["elements"].as_array().unwrap_or(&empty);
-        for button in std::iter::once(&b["accessory"]).chain(elements) {
-            if button["type"] == "button"
-                && let Some(u) = button.get("url")
-                && !u.as_str().is_some_and(is_http_url)
-            {
-                errs.push(format!(
-                    "{} has a button url that is not http(s): {u}",
-                    at("")
-                ));
-            }
-        }
-    }
-    problems.extend(errs.into_iter().map(|e| format!("{what}: slack: {e}")));
+    let checks = [
+        invariants::slack_pings_nobody(body),
+        invariants::slack_body_within_limits(body),
+        invariants::slack_body_well_formed(body),
+    ];
+    push(problems, what, "slack", checks);
 }
 
 /// Discord: nothing can ping (`@everyone`/`@here` never appear; the relay
-/// puts U+200B after the `@`), and every `<` (user, role, channel, slash
-/// command and timestamp mentions) and every `[` (masked links) is escaped.
+/// puts U+200B after the `@`), and no `<` (user, role, channel, slash
+/// command and timestamp mentions) or `[` (masked links) is active, in any
+/// string of the body.
 fn discord_hostile_problems(what: &str, body: &Value, problems: &mut Vec<String>) {
-    for (path, s) in all_strings(body) {
-        for mention in ["@everyone", "@here"] {
-            if s.contains(mention) {
-                problems.push(format!("{what}: discord {path} contains {mention}: {s:?}"));
-            }
-        }
-        for (i, c) in s.char_indices() {
-            // Defused either by a backslash (markdown fields) or, in fields
-            // Discord shows as plain text (`{{plain}}`), by a zero-width
-            // space after `<` and between `]` and `(`.
-            let zwsp_after = s[i + c.len_utf8()..].starts_with('\u{200B}');
-            let defused = match c {
-                '<' => escaped_at(s, i) || zwsp_after,
-                '[' => escaped_at(s, i) || !s[i..].contains("]("),
-                _ => true,
-            };
-            if !defused {
-                let before: String = s[..i].chars().rev().take(30).collect();
-                let before: String = before.chars().rev().collect();
-                let after: String = s[i..].chars().take(30).collect();
-                problems.push(format!(
-                    "{what}: discord {path} has an unescaped `{c}`: …{before}{after}…"
-                ));
-                break;
-            }
-        }
-    }
+    let check = invariants::discord_body_defused(body, &[]);
+    push(problems, what, "discord", [check]);
 }
 
 /// Slack: no raw `<` or `>` anywhere (so no `<!channel>`, `<@U…>`, `<#C…>`,
-/// `<url|text>`), no `@channel`/`@here`/`@everyone`, and in text every `&`
-/// starts one of the three entities.
+/// `<url|text>`), no `@channel`/`@here`/`@everyone`, and every `&` starts
+/// one of the three entities, in any string of the body.
 fn slack_hostile_problems(what: &str, body: &Value, problems: &mut Vec<String>) {
-    for (path, s) in all_strings(body) {
-        if s.contains(['<', '>']) {
-            problems.push(format!("{what}: slack {path} contains a raw < or >: {s:?}"));
-        }
-        for mention in ["@channel", "@here", "@everyone"] {
-            if s.contains(mention) {
-                problems.push(format!("{what}: slack {path} contains {mention}: {s:?}"));
-            }
-        }
-        if path.ends_with(".text") {
-            for (i, _) in s.match_indices('&') {
-                let rest = &s[i..];
-                if !["&amp;", "&lt;", "&gt;"]
-                    .iter()
-                    .any(|e| rest.starts_with(e))
-                {
-                    problems.push(format!("{what}: slack {path} has a bare `&`: {s:?}"));
-                    break;
-                }
-            }
-        }
-    }
+    let check = invariants::slack_body_defused(body, &[]);
+    push(problems, what, "slack", [check]);
 }
 
 fn assert_no_problems(problems: &[String]) {
@@ -859,7 +586,7 @@ fn hostile_samples_are_shown_escaped() {
     let bodies = |name: &str| {
         let d = render_json(&work, &fixture_path(name));
         let text = |kind: &str| {
-            all_strings(&delivery(&d, kind, name)["body"])
+            invariants::strings(&delivery(&d, kind, name)["body"])
                 .into_iter()
                 .map(|(_, s)| s.to_owned())
                 .collect::<Vec<_>>()
@@ -942,7 +669,7 @@ fn hostile_samples_are_shown_escaped() {
 /// Among `body`'s strings, those cut by the relay or a template (ending with
 /// `…`) at least `min` units long.
 fn cut_strings(body: &Value, min: usize) -> Vec<(String, String)> {
-    all_strings(body)
+    invariants::strings(body)
         .into_iter()
         .filter(|(_, s)| s.ends_with('…') && units(s) >= min)
         .map(|(p, s)| (p, s.to_owned()))
