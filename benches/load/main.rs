@@ -21,6 +21,12 @@
 //! `cargo bench --bench load -- --quick` runs shorter phases;
 //! `cargo bench --bench load -- soak --minutes 30 --rate 200` runs the soak.
 //!
+//! `CRISP_RELAY_BENCH_BIN=/path/to/crisp-relay cargo bench --bench load`
+//! runs that relay binary instead of the one cargo built (the harness still
+//! builds its own), to measure another build, such as an older release,
+//! with the same harness in the same session. The bench config uses only
+//! keys that build must know.
+//!
 //! The harness is split by job: `sink.rs` (the destination), `baseline.rs`,
 //! `relay.rs` (starting and stopping the relay, its config), `drive.rs`
 //! (the load generator), `report.rs` (latency stats, table, JSON) and
@@ -64,6 +70,22 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         };
+    }
+    if std::env::var_os(relay::BIN_ENV).is_some_and(|p| !p.is_empty()) {
+        let bin = relay::relay_binary();
+        if !bin.is_file() {
+            eprintln!(
+                "relay-bench: {} names {}, which is not a file",
+                relay::BIN_ENV,
+                bin.display()
+            );
+            return ExitCode::FAILURE;
+        }
+        eprintln!(
+            "relay-bench: relay binary {} (from {})",
+            bin.display(),
+            relay::BIN_ENV
+        );
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

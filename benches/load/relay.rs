@@ -4,7 +4,7 @@
 //! (relay or baseline) when dropped.
 
 use std::net::{SocketAddr, TcpListener as StdListener};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -109,40 +109,83 @@ impl RelayProc {
     }
 }
 
+/// The relay binary: `CRISP_RELAY_BENCH_BIN` when set (another build, such
+/// as an older release, measured with this harness), else the one cargo
+/// built for this bench.
 pub fn relay_binary() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_crisp-relay"))
+    match std::env::var_os(BIN_ENV) {
+        Some(path) if !path.is_empty() => PathBuf::from(path),
+        _ => PathBuf::from(env!("CARGO_BIN_EXE_crisp-relay")),
+    }
 }
+
+/// Names a binary to run instead of the one cargo built.
+pub const BIN_ENV: &str = "CRISP_RELAY_BENCH_BIN";
 
 /// Starts the relay in a fresh directory and waits until `/readyz` answers
 /// 200. Returns it and the time from spawn to ready.
 pub async fn start_relay(setup: &RelaySetup) -> Res<(RelayProc, Duration)> {
     let dir = tempfile::tempdir()?;
-    std::fs::create_dir_all(dir.path().join("templates"))?;
+    let (mut relay, took) = start_relay_in(dir.path(), setup, &Start::default()).await?;
+    relay.proc._dir = Some(dir);
+    Ok((relay, took))
+}
+
+/// How [`start_relay_in`] starts the relay, past its routes and target.
+pub struct Start<'a> {
+    /// The `store:` section.
+    pub store: &'a str,
+    /// Where its log (JSON lines on stderr) goes; nowhere when `None`.
+    pub log: Option<&'a Path>,
+    /// How long it may take to answer `/readyz`.
+    pub ready_within: Duration,
+}
+
+impl Default for Start<'_> {
+    fn default() -> Self {
+        Self {
+            store: "{path: data/relay.db}",
+            log: None,
+            ready_within: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Starts the relay in `dir` (which it may already have used: its store
+/// stays) and waits until `/readyz` answers 200. Returns it and the time
+/// from spawn to ready. The caller keeps `dir`.
+pub async fn start_relay_in(
+    dir: &Path,
+    setup: &RelaySetup,
+    start: &Start<'_>,
+) -> Res<(RelayProc, Duration)> {
+    std::fs::create_dir_all(dir.join("templates"))?;
     let ingest: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
     let admin: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
     let config = format!(
         "server: {{listen: \"{ingest}\", keys: [\"{KEY}\"], max_connections: 1024}}\n\
          admin: {{listen: \"{admin}\"}}\n\
-         store: {{path: data/relay.db}}\n\
+         store: {store}\n\
          targets:\n  sink: {target}\n\
          routes:\n{filler}  - {{name: all, to: [sink]}}\n",
+        store = start.store,
         target = setup.target,
         filler = filler_routes(setup.filler_routes),
     );
     let config = match setup.template {
         Some((suffix, content)) => {
             std::fs::write(
-                dir.path().join("templates").join(format!("bench.{suffix}")),
+                dir.join("templates").join(format!("bench.{suffix}")),
                 content,
             )?;
             config.replace("to: [sink]}", "to: [sink], template: bench}")
         }
         None => config,
     };
-    std::fs::write(dir.path().join("relay.yaml"), config)?;
+    std::fs::write(dir.join("relay.yaml"), config)?;
     let check = Command::new(relay_binary())
         .args(["check", "-c"])
-        .arg(dir.path().join("relay.yaml"))
+        .arg(dir.join("relay.yaml"))
         .output()?;
     if !check.status.success() {
         return Err(format!(
@@ -151,29 +194,34 @@ pub async fn start_relay(setup: &RelaySetup) -> Res<(RelayProc, Duration)> {
         )
         .into());
     }
+    let stderr = match start.log {
+        Some(path) => Stdio::from(std::fs::File::create(path)?),
+        None => Stdio::null(),
+    };
     let started = Instant::now();
     let child = Command::new(relay_binary())
         .args(["serve", "--log-format", "json", "-c"])
-        .arg(dir.path().join("relay.yaml"))
+        .arg(dir.join("relay.yaml"))
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()?;
     let relay = RelayProc {
-        proc: Proc {
-            child,
-            _dir: Some(dir),
-        },
+        proc: Proc { child, _dir: None },
         ingest,
         admin,
     };
-    let deadline = started + Duration::from_secs(30);
+    let deadline = started + start.ready_within;
     loop {
         if let Ok((200, _)) = http_get(admin, "/readyz").await {
             break;
         }
         if Instant::now() > deadline {
-            return Err("the relay did not become ready within 30 s".into());
+            return Err(format!(
+                "the relay did not become ready within {} s",
+                start.ready_within.as_secs()
+            )
+            .into());
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }

@@ -7,6 +7,7 @@ use std::path::Path;
 use serde_json::{Value, json};
 
 use crate::drive::{DrainRun, LoadResult};
+use crate::relay::relay_binary;
 use crate::{CONNECTIONS, Res};
 
 #[derive(Default, Clone, Copy)]
@@ -144,6 +145,7 @@ pub fn print_full(f: Full) -> Res<()> {
     let routing_cost = 1.0 - thousand.rps() / ing.rps();
     let report = json!({
         "machine": machine(),
+        "relay_binary": relay_binary().display().to_string(),
         "seconds_per_phase": secs,
         "connections": CONNECTIONS,
         "baseline": {"requests_per_s": base.rps().round(), "ack": lat_json(base_lat),
