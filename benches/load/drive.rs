@@ -15,7 +15,7 @@ use hyper::Request;
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 
-use crate::relay::{RelaySetup, start_relay};
+use crate::relay::{RelayProc, RelaySetup, start_relay};
 use crate::report::cpu_secs;
 use crate::sink::{Sink, SinkBehaviour};
 use crate::{CONNECTIONS, KEY, Res};
@@ -230,6 +230,36 @@ pub async fn wait_delivered(sink: &Sink, acked: &[(u32, u64)], limit: Duration) 
     }
     let book = sink.book.lock().unwrap_or_else(|p| p.into_inner());
     acked.iter().filter(|k| !book.seen.contains(k)).count() as u64
+}
+
+/// Drives `rate` events/s in all over 32 connections for `d` into `relay`,
+/// then waits (at most 60 s) for the sink to hold every acknowledged
+/// event. Returns the load, the missing events and the sink's end-to-end
+/// samples.
+pub async fn paced(
+    relay: &RelayProc,
+    sink: &Sink,
+    bodies: &Arc<Bodies>,
+    epoch: Instant,
+    run: &str,
+    rate: u64,
+    d: Duration,
+) -> Res<(LoadResult, u64, Vec<u32>)> {
+    let r = drive(
+        Load {
+            addr: relay.ingest,
+            uri: format!("/crisp/hooks?key={KEY}"),
+            connections: 32,
+            run: run.into(),
+            pace: Pace::Open { rate, duration: d },
+        },
+        bodies.clone(),
+        epoch,
+    )
+    .await?;
+    let missing = wait_delivered(sink, &r.acked, Duration::from_secs(60)).await;
+    let e2e = std::mem::take(&mut sink.book.lock().unwrap_or_else(|p| p.into_inner()).e2e_us);
+    Ok((r, missing, e2e))
 }
 
 /// What one ingest-then-drain run measured.

@@ -19,7 +19,11 @@
 //! the machine is shared with the load generator and may be noisy.
 //!
 //! `cargo bench --bench load -- --quick` runs shorter phases;
-//! `cargo bench --bench load -- soak --minutes 30 --rate 200` runs the soak.
+//! `cargo bench --bench load -- soak --minutes 30 --rate 200` runs the soak;
+//! `cargo bench --bench load -- prune` (with `--quick` or not) runs only the
+//! prune phase and its reference: the relay started on a store holding
+//! 1,000,000 delivered rows past retention, which it prunes as it starts,
+//! under the same 1,000 events/s load as on an empty store.
 //!
 //! `CRISP_RELAY_BENCH_BIN=/path/to/crisp-relay cargo bench --bench load`
 //! runs that relay binary instead of the one cargo built (the harness still
@@ -29,31 +33,37 @@
 //!
 //! The harness is split by job: `sink.rs` (the destination), `baseline.rs`,
 //! `relay.rs` (starting and stopping the relay, its config), `drive.rs`
-//! (the load generator), `report.rs` (latency stats, table, JSON) and
-//! `soak.rs`; this file holds the command line and the full run's phases.
+//! (the load generator), `report.rs` (latency stats, table, JSON),
+//! `prune.rs` (the prune phase) and `soak.rs`; this file holds the command
+//! line and the full run's phases.
 
 mod baseline;
 mod drive;
+mod prune;
 mod relay;
 mod report;
 mod sink;
 mod soak;
 
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use baseline::{baseline_server, start_baseline};
-use drive::{Bodies, Load, Pace, drive, ingest_then_drain, wait_delivered};
+use drive::{Bodies, Load, Pace, drive, ingest_then_drain, paced, wait_delivered};
 use relay::{RelaySetup, free_port, queue_depth, start_relay, webhook_target};
-use report::{Full, cpu_secs, lat, print_full, rss_mib};
+use report::{Full, Lat, cpu_secs, lat, print_full, rss_mib};
+use serde_json::json;
 use sink::{Sink, SinkBehaviour};
 use soak::soak;
 
 const KEY: &str = "bench-key";
 const CONNECTIONS: usize = 64;
 const BACKLOG: u64 = 100_000;
+/// The paced load of the prune phase, and of its empty-store reference.
+const PRUNE_RATE: u64 = 1000;
 
 type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -100,6 +110,8 @@ fn main() -> ExitCode {
     };
     let result = if args.first().map(String::as_str) == Some("soak") {
         rt.block_on(soak(&args[1..]))
+    } else if args.first().map(String::as_str) == Some("prune") {
+        rt.block_on(prune_only(args.iter().any(|a| a == "--quick")))
     } else {
         rt.block_on(full(args.iter().any(|a| a == "--quick")))
     };
@@ -273,39 +285,12 @@ async fn full(quick: bool) -> Res<()> {
     // Fixed rates.
     let mut fixed = Vec::new();
     for rate in [200u64, 1000] {
-        let run = format!("rate{rate}");
-        sink.reset(&run, SinkBehaviour::default());
-        let (relay, _) = start_relay(&ten).await?;
-        let mut r = drive(
-            Load {
-                addr: relay.ingest,
-                uri: uri.clone(),
-                connections: 32,
-                run: run.clone(),
-                pace: Pace::Open { rate, duration: d },
-            },
-            bodies.clone(),
-            epoch,
-        )
-        .await?;
-        let missing = wait_delivered(&sink, &r.acked, Duration::from_secs(60)).await;
-        let mut e2e =
-            std::mem::take(&mut sink.book.lock().unwrap_or_else(|p| p.into_inner()).e2e_us);
-        relay.stop();
-        let ack = lat(&mut r.ack_us);
-        let e2e = lat(&mut e2e);
-        eprintln!(
-            "  {rate}/s: sent {:.0}/s, ack p50 {:.2} p99 {:.2} max {:.2} ms; end-to-end p50 {:.2} p99 {:.2} max {:.2} ms; {missing} missing",
-            r.rps(),
-            ack.p50,
-            ack.p99,
-            ack.max,
-            e2e.p50,
-            e2e.p99,
-            e2e.max
-        );
-        fixed.push((rate, r.rps(), ack, e2e, missing));
+        fixed.push(fixed_rate(&sink, &bodies, epoch, &ten, rate, d).await?);
     }
+
+    // The 1,000 ev/s load again, on a relay that prunes 1,000,000 delivered
+    // rows past retention as it starts.
+    let prune = prune::phase(&sink, &bodies, epoch, &ten, PRUNE_RATE, d).await?;
 
     // Backlog of 100,000 with the sink gone.
     let gone = free_port()?;
@@ -389,5 +374,81 @@ async fn full(quick: bool) -> Res<()> {
         pending,
         startup_ms,
         thousand,
+        prune,
     })
+}
+
+/// A paced load of `rate` events/s for `d` on a fresh relay: `(rate, sent
+/// per second, ack latency, end-to-end latency, missing)`.
+async fn fixed_rate(
+    sink: &Sink,
+    bodies: &Arc<Bodies>,
+    epoch: Instant,
+    setup: &RelaySetup,
+    rate: u64,
+    d: Duration,
+) -> Res<(u64, f64, Lat, Lat, u64)> {
+    let run = format!("rate{rate}");
+    sink.reset(&run, SinkBehaviour::default());
+    let (relay, _) = start_relay(setup).await?;
+    let (mut r, missing, mut e2e) = paced(&relay, sink, bodies, epoch, &run, rate, d).await?;
+    relay.stop();
+    let ack = lat(&mut r.ack_us);
+    let e2e = lat(&mut e2e);
+    eprintln!(
+        "  {rate}/s: sent {:.0}/s, ack p50 {:.2} p99 {:.2} max {:.2} ms; end-to-end p50 {:.2} p99 {:.2} max {:.2} ms; {missing} missing",
+        r.rps(),
+        ack.p50,
+        ack.p99,
+        ack.max,
+        e2e.p50,
+        e2e.p99,
+        e2e.max
+    );
+    Ok((rate, r.rps(), ack, e2e, missing))
+}
+
+/// `prune` alone: the paced load on an empty store, then on one the relay
+/// prunes as it starts; a table and JSON (also written to
+/// `target/relay-bench-prune.json`).
+async fn prune_only(quick: bool) -> Res<()> {
+    let secs = if quick { 3 } else { 10 };
+    let d = Duration::from_secs(secs);
+    let epoch = Instant::now();
+    let bodies = Arc::new(Bodies::load()?);
+    let sink = Sink::start(epoch).await?;
+    let ten = RelaySetup {
+        filler_routes: 9,
+        target: webhook_target(&sink),
+        template: None,
+    };
+    eprintln!(
+        "relay-bench prune: {PRUNE_RATE} ev/s for {secs} s on an empty store, then on one holding {} delivered rows past retention",
+        prune::ROWS
+    );
+    let (_, _, empty, _, _) = fixed_rate(&sink, &bodies, epoch, &ten, PRUNE_RATE, d).await?;
+    let run = prune::phase(&sink, &bodies, epoch, &ten, PRUNE_RATE, d).await?;
+    println!();
+    println!("| measure | figure | goal |");
+    println!("|---|---|---|");
+    println!(
+        "| at {PRUNE_RATE} ev/s, empty store: ack p50/p99/max | {:.2} / {:.2} / {:.2} ms | p99 ≤ 10 ms at 1000 |",
+        empty.p50, empty.p99, empty.max
+    );
+    for row in prune::table_rows(&run, PRUNE_RATE, Some(empty)) {
+        println!("{row}");
+    }
+    println!();
+    let report = json!({
+        "machine": report::machine(),
+        "relay_binary": relay::relay_binary().display().to_string(),
+        "seconds_per_phase": secs,
+        "prune": prune::to_json(&run, PRUNE_RATE, Some(empty)),
+    });
+    let text = serde_json::to_string_pretty(&report)?;
+    println!("{text}");
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/relay-bench-prune.json");
+    std::fs::write(&out, &text)?;
+    eprintln!("relay-bench: JSON written to {}", out.display());
+    Ok(())
 }

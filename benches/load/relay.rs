@@ -139,6 +139,10 @@ pub struct Start<'a> {
     pub log: Option<&'a Path>,
     /// How long it may take to answer `/readyz`.
     pub ready_within: Duration,
+    /// `true`: wait until `/readyz` answers 200; `false`: only until the
+    /// ingest port accepts connections (events sent then wait in its
+    /// backlog, as a webhook arriving while the relay starts would).
+    pub ready: bool,
 }
 
 impl Default for Start<'_> {
@@ -147,13 +151,15 @@ impl Default for Start<'_> {
             store: "{path: data/relay.db}",
             log: None,
             ready_within: Duration::from_secs(30),
+            ready: true,
         }
     }
 }
 
 /// Starts the relay in `dir` (which it may already have used: its store
-/// stays) and waits until `/readyz` answers 200. Returns it and the time
-/// from spawn to ready. The caller keeps `dir`.
+/// stays) and waits until `/readyz` answers 200 (or, as `start` says, its
+/// ingest port accepts connections). Returns it and the time from spawn to
+/// then. The caller keeps `dir`.
 pub async fn start_relay_in(
     dir: &Path,
     setup: &RelaySetup,
@@ -213,12 +219,21 @@ pub async fn start_relay_in(
     };
     let deadline = started + start.ready_within;
     loop {
-        if let Ok((200, _)) = http_get(admin, "/readyz").await {
+        if start.ready {
+            if let Ok((200, _)) = http_get(admin, "/readyz").await {
+                break;
+            }
+        } else if tokio::net::TcpStream::connect(ingest).await.is_ok() {
             break;
         }
         if Instant::now() > deadline {
             return Err(format!(
-                "the relay did not become ready within {} s",
+                "the relay did not {} within {} s",
+                if start.ready {
+                    "become ready"
+                } else {
+                    "listen"
+                },
                 start.ready_within.as_secs()
             )
             .into());

@@ -1,14 +1,16 @@
 //! What a run reports: latency percentiles, a process's RSS and CPU time,
 //! the machine, and the full run's table and JSON (also written to
-//! `target/relay-bench.json`).
+//! `target/relay-bench.json`; the prune phase's rows and JSON come from
+//! `prune.rs`).
 
 use std::path::Path;
 
 use serde_json::{Value, json};
 
 use crate::drive::{DrainRun, LoadResult};
+use crate::prune::{self, PruneRun};
 use crate::relay::relay_binary;
-use crate::{CONNECTIONS, Res};
+use crate::{CONNECTIONS, PRUNE_RATE, Res};
 
 #[derive(Default, Clone, Copy)]
 pub struct Lat {
@@ -110,6 +112,7 @@ pub struct Full {
     pub pending: u64,
     pub startup_ms: f64,
     pub thousand: LoadResult,
+    pub prune: PruneRun,
 }
 
 /// Prints the full run's table and JSON, and writes the JSON to
@@ -139,7 +142,12 @@ pub fn print_full(f: Full) -> Res<()> {
         pending,
         startup_ms,
         thousand,
+        prune,
     } = f;
+    let prune_empty = fixed
+        .iter()
+        .find(|(rate, ..)| *rate == PRUNE_RATE)
+        .map(|(_, _, ack, _, _)| *ack);
     let ratio = ing.rps() / base.rps();
     let delivered_ratio = drain_rate / base.rps();
     let routing_cost = 1.0 - thousand.rps() / ing.rps();
@@ -178,6 +186,7 @@ pub fn print_full(f: Full) -> Res<()> {
         "startup_ms": round2(startup_ms),
         "routing": {"routes_10_rps": ing.rps().round(), "routes_1000_rps": thousand.rps().round(),
                     "cost": round2(routing_cost)},
+        "prune": prune::to_json(&prune, PRUNE_RATE, prune_empty),
     });
     println!();
     println!("| measure | figure | goal |");
@@ -222,6 +231,9 @@ pub fn print_full(f: Full) -> Res<()> {
             "| at {rate} ev/s: end-to-end p50/p99/max | {:.2} / {:.2} / {:.2} ms ({missing} lost) | p99 ≤ 50 ms at 200 |",
             e2e.p50, e2e.p99, e2e.max
         );
+    }
+    for row in prune::table_rows(&prune, PRUNE_RATE, prune_empty) {
+        println!("{row}");
     }
     println!("| RSS idle | {:.1} MiB | ≤ 15 |", idle.0);
     println!(
