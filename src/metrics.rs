@@ -339,6 +339,14 @@ impl Metrics {
             .set(i64::from(up));
     }
 
+    /// A target no longer configured has no `target_up` series (rather than
+    /// its last value forever).
+    pub fn forget_target_up(&self, target: &str) {
+        self.target_up.remove(&TargetLabel {
+            target: target.to_owned(),
+        });
+    }
+
     pub fn worker_restart(&self, target: &str) {
         self.worker_restarts
             .get_or_create(&TargetLabel {

@@ -96,7 +96,13 @@ impl TargetStates {
     /// disabled; targets no longer configured are forgotten.
     pub(super) fn reset(&self, cfg: &Config, metrics: &Metrics) {
         let mut map = self.0.write().unwrap_or_else(|p| p.into_inner());
-        map.retain(|name, _| cfg.target_index(name).is_some());
+        map.retain(|name, _| {
+            let kept = cfg.target_index(name).is_some();
+            if !kept {
+                metrics.forget_target_up(name);
+            }
+            kept
+        });
         for t in &cfg.targets {
             let state = if t.enabled {
                 TargetState::Running
@@ -185,6 +191,43 @@ pub(super) async fn supervise(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn config(targets: &str) -> Config {
+        let yaml = format!(
+            "server: {{keys: [k]}}\ntargets:\n{targets}routes:\n  - {{name: all, to: [a]}}\n"
+        );
+        Config::parse(&yaml, "t.yaml", std::path::Path::new("."), &|_| None).unwrap()
+    }
+
+    /// States and `target_up` follow the configuration: a target removed by
+    /// a reload loses its series instead of showing its last value forever.
+    #[test]
+    fn states_follow_the_configuration() {
+        let metrics = Metrics::new();
+        let states = TargetStates::default();
+        states.reset(
+            &config("  a: {kind: stdout}\n  b: {kind: stdout, enabled: false}\n"),
+            &metrics,
+        );
+        assert_eq!(states.get("a"), Some(TargetState::Running));
+        assert_eq!(
+            states.not_running(),
+            vec![("b".to_owned(), TargetState::Disabled)]
+        );
+        let text = metrics.render();
+        assert!(
+            text.contains("crisp_relay_target_up{target=\"a\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("crisp_relay_target_up{target=\"b\"} 0"),
+            "{text}"
+        );
+        states.reset(&config("  a: {kind: stdout}\n"), &metrics);
+        assert_eq!(states.get("b"), None);
+        let text = metrics.render();
+        assert!(!text.contains("target=\"b\""), "{text}");
+    }
 
     #[test]
     fn restart_backoff_doubles_to_a_minute() {
