@@ -1,11 +1,16 @@
 //! crisp-relay: receives Crisp Website Hooks, routes each event by the rules
-//! in `relay.yaml`, stores it durably, and (see the delivery module, coming)
-//! sends rendered messages to Discord, Slack and HTTP webhooks.
+//! in `relay.yaml`, stores it durably, and delivers rendered messages to
+//! Discord, Slack, HTTP webhooks or standard output — paced, retried, in
+//! order, never losing what it acknowledged.
 //!
-//! Module map (see ARCHITECTURE.md): [`config`] → [`routing`] and [`render`]
-//! are pure; [`app`] loads files and joins them; [`server`] is the HTTP edge;
-//! [`store`] is the durable queue; [`targets`] builds each destination's
-//! request; [`cli`] is the command line.
+//! Module map (see ARCHITECTURE.md), along the data flow: the leaves
+//! [`model`], [`text`], [`clock`] and [`secret`]; [`config`] → [`routing`];
+//! [`render`] and [`targets`] (pure); [`app`] loads files and joins them;
+//! [`server`] is the HTTP edge; [`store`] is the durable queue behind the
+//! [`store::Store`] trait; [`delivery`] drains it; [`reload`] swaps the
+//! configuration; [`cli`] is the command line. This file starts a relay:
+//! [`start`] binds from the config, [`start_with`] takes listeners and
+//! [`Parts`] (transport, clock, store) from the caller, as tests do.
 
 pub mod app;
 pub mod cli;

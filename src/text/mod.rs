@@ -1,6 +1,6 @@
 //! Text as destinations see it: escaping that makes visitor text inert per
 //! platform ([`escape`]) and measuring and cutting to their limits
-//! ([`truncate`]). The checks of what those guarantee live beside the
+//! ([`truncate`](mod@truncate)). The checks of what those guarantee live beside the
 //! destinations' limits, in [`crate::targets::invariants`].
 //!
 //! A leaf: pure functions over strings and JSON values, importing nothing

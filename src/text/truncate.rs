@@ -58,7 +58,7 @@ pub fn fit_string(v: &mut Value, max: usize) {
     }
 }
 
-/// [`truncate`] for text already escaped for Slack ([`escape_slack`]), as
+/// [`truncate`] for text already escaped for Slack ([`escape_slack`](crate::text::escape_slack)), as
 /// Slack bodies are when they are fitted: the cut never falls inside one of
 /// the entities `&amp;`, `&lt;`, `&gt;`, which would leave a bare `&` and the
 /// entity's broken start (`&am…`) in the message.
