@@ -1,5 +1,5 @@
 //! Delivery end to end: the real binary sends to local fakes of Discord,
-//! Slack and a generic webhook (`fakes.rs`), in real time. Order, rate
+//! Slack and a generic webhook (`fakes/`), in real time. Order, rate
 //! limits, retries, dead letters, disabling a target, crash and shutdown
 //! safety, the `stdout` target, `crisp-relay send`, and secrets kept out of
 //! the logs.
