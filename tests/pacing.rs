@@ -11,7 +11,7 @@
 #[path = "api/helpers.rs"]
 mod helpers;
 
-#[path = "api/fakes.rs"]
+#[path = "api/fakes/mod.rs"]
 mod fakes;
 
 #[path = "api/raw_http.rs"]

@@ -2,6 +2,10 @@
 //! module drives the real `crisp-relay` binary: a server on 127.0.0.1:0, or
 //! the `check` / `render` commands; `properties` alone tests the library's
 //! rendering functions directly, on generated input.
+//!
+//! A module grown past one job is a directory, one theme a file, with what
+//! its files share in `mod.rs`: `config_errors/`, `delivery/`, `fakes/`,
+//! `hostile/`, `ingest/`, `rendering/`.
 
 mod helpers;
 mod raw_http;
