@@ -4,7 +4,7 @@
 //! ([`defuse_mentions`](crate::text::defuse_mentions)) and truncation, and what a
 //! whole Discord or Slack body must satisfy once built and fitted (nothing
 //! can ping, no markup or link from visitor text, every limit kept). One set,
-//! used by the tests (`tests/api/rendering.rs`), the property tests
+//! used by the tests (`tests/api/rendering/`), the property tests
 //! (`tests/api/properties.rs`) and the fuzz targets (`fuzz/src/lib.rs`), each
 //! through a thin adapter (a failed test case, a panic).
 //!
