@@ -81,6 +81,42 @@ impl Event {
     }
 
     /// The whole envelope as JSON.
+    /// What identifies this event among Crisp's resends: `website_id`,
+    /// `event` and `data.fingerprint` (Crisp's id of the message the event is
+    /// about); for `message:updated`, also a digest of `data.content`, since
+    /// two edits of one message are two events. `None` without a
+    /// fingerprint: such events are never deduplicated.
+    pub fn dedupe_key(&self) -> Option<String> {
+        let data = self.value.get("data")?;
+        let fingerprint = match data.get("fingerprint")? {
+            Value::Number(n) => n.to_string(),
+            Value::String(s) if !s.is_empty() => s.clone(),
+            _ => return None,
+        };
+        let mut key = format!(
+            "{}\u{1f}{}\u{1f}{fingerprint}",
+            self.website_id(),
+            self.name()
+        );
+        if self.name() == "message:updated" {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::hash::DefaultHasher::new();
+            data.get("content").map(Value::to_string).hash(&mut h);
+            key.push_str(&format!("\u{1f}{:016x}", h.finish()));
+        }
+        Some(key)
+    }
+
+    /// The conversation the event belongs to: `(website_id,
+    /// data.session_id)`, written `website_id/session_id`; `None` when the
+    /// event has no session.
+    pub fn conversation(&self) -> Option<String> {
+        match self.value.get("data")?.get("session_id")? {
+            Value::String(s) if !s.is_empty() => Some(format!("{}/{s}", self.website_id())),
+            _ => None,
+        }
+    }
+
     pub fn value(&self) -> &Value {
         &self.value
     }
@@ -123,6 +159,46 @@ pub fn type_name(v: &Value) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dedupe_and_conversation_keys() {
+        let ev = |data: &str, name: &str| {
+            Event::parse(
+                format!(r#"{{"website_id":"w","event":"{name}","data":{data}}}"#).as_bytes(),
+                1,
+            )
+            .unwrap()
+        };
+        let sent = ev(
+            r#"{"session_id":"s1","fingerprint":42,"content":"hi"}"#,
+            "message:send",
+        );
+        assert_eq!(
+            sent.dedupe_key().as_deref(),
+            Some("w\u{1f}message:send\u{1f}42")
+        );
+        assert_eq!(sent.conversation().as_deref(), Some("w/s1"));
+        let as_text = ev(r#"{"fingerprint":"42"}"#, "message:send");
+        assert_eq!(as_text.dedupe_key(), sent.dedupe_key());
+        assert_eq!(as_text.conversation(), None);
+        for no_key in [r#"{}"#, r#"{"fingerprint":null}"#, r#"{"fingerprint":""}"#] {
+            assert_eq!(ev(no_key, "message:send").dedupe_key(), None, "{no_key}");
+        }
+        // Two edits of one message are two events; the same edit twice is one.
+        let edit = |text: &str| {
+            ev(
+                &format!(r#"{{"fingerprint":42,"content":"{text}"}}"#),
+                "message:updated",
+            )
+            .dedupe_key()
+        };
+        assert_ne!(edit("a"), edit("b"));
+        assert_eq!(edit("a"), edit("a"));
+        assert_ne!(
+            ev(r#"{"fingerprint":42}"#, "message:received").dedupe_key(),
+            sent.dedupe_key()
+        );
+    }
 
     #[test]
     fn envelope_checks() {

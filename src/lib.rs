@@ -274,11 +274,15 @@ async fn maintain(
             let before_ms = clock
                 .now_ms()
                 .saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX));
-            match store.prune(before_ms).await {
-                Ok((0, 0)) => {}
-                Ok((rows, events)) => {
-                    tracing::info!(rows, events, "pruned delivered rows past retention")
-                }
+            let keys_before_ms = clock.now_ms().saturating_sub(store::DEDUPE_WINDOW_MS);
+            match store.prune(before_ms, keys_before_ms).await {
+                Ok(p) if p == store::Pruned::default() => {}
+                Ok(p) => tracing::info!(
+                    rows = p.deliveries,
+                    events = p.events,
+                    dedupe_keys = p.keys,
+                    "pruned delivered rows past retention"
+                ),
                 Err(store::StoreError::Closed) => return,
                 Err(e) => tracing::warn!(error = %e, "pruning failed"),
             }

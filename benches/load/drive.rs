@@ -20,9 +20,11 @@ use crate::report::cpu_secs;
 use crate::sink::{Sink, SinkBehaviour};
 use crate::{CONNECTIONS, KEY, Res};
 
-/// The sample events, each split around its `data.bench` tag.
+/// The sample events, each split around its `data.bench` tag (and around
+/// its `data.fingerprint`, which gets the tag too: every request is a new
+/// message, never a resend the relay would answer as a duplicate).
 pub struct Bodies {
-    pub parts: Vec<(Vec<u8>, Vec<u8>)>,
+    pub parts: Vec<Vec<Vec<u8>>>,
 }
 
 impl Bodies {
@@ -40,11 +42,15 @@ impl Bodies {
                 continue;
             };
             data.insert("bench".into(), json!("@@TAG@@"));
+            if data.contains_key("fingerprint") {
+                data.insert("fingerprint".into(), json!("@@TAG@@"));
+            }
             let text = serde_json::to_string(&v)?;
-            let Some((a, b)) = text.split_once("@@TAG@@") else {
-                continue;
-            };
-            parts.push((a.as_bytes().to_vec(), b.as_bytes().to_vec()));
+            parts.push(
+                text.split("@@TAG@@")
+                    .map(|p| p.as_bytes().to_vec())
+                    .collect(),
+            );
         }
         if parts.is_empty() {
             return Err(format!("no sample events in {}", dir.display()).into());
@@ -53,11 +59,15 @@ impl Bodies {
     }
 
     pub fn body(&self, i: u64, tag: &str) -> Bytes {
-        let (a, b) = &self.parts[(i as usize) % self.parts.len()];
-        let mut out = Vec::with_capacity(a.len() + tag.len() + b.len());
-        out.extend_from_slice(a);
-        out.extend_from_slice(tag.as_bytes());
-        out.extend_from_slice(b);
+        let segments = &self.parts[(i as usize) % self.parts.len()];
+        let len = segments.iter().map(Vec::len).sum::<usize>() + 2 * tag.len();
+        let mut out = Vec::with_capacity(len);
+        for (n, segment) in segments.iter().enumerate() {
+            if n > 0 {
+                out.extend_from_slice(tag.as_bytes());
+            }
+            out.extend_from_slice(segment);
+        }
         Bytes::from(out)
     }
 }

@@ -20,7 +20,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use super::{Body, Shared, busy, error, respond};
 use crate::event::Event;
 use crate::secret::HookKey;
-use crate::store::{NewEvent, StoreError};
+use crate::store::{Accepted, NewEvent, StoreError};
 
 /// The memory that the bodies being read at once may hold between them (or
 /// one `max_body`, if that is larger). Each request reserves its declared
@@ -79,7 +79,9 @@ impl Ingest {
         async move {
             let (resp, event, reason) = self.ingest(req).await;
             let status = resp.status().as_u16();
+            let duplicate = reason.as_deref() == Some("duplicate");
             let outcome = match status {
+                200..=299 if duplicate => "duplicate",
                 200..=299 => "accepted",
                 401 => "unauthorized",
                 413 => "too_large",
@@ -88,7 +90,14 @@ impl Ingest {
             };
             self.shared.metrics.event(event.as_deref(), outcome);
             let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-            if resp.status().is_success() {
+            if duplicate {
+                info!(
+                    status,
+                    event = event.as_deref().unwrap_or(""),
+                    latency_ms,
+                    "duplicate of an event accepted in the last 24 h; nothing stored"
+                );
+            } else if resp.status().is_success() {
                 debug!(
                     status,
                     event = event.as_deref().unwrap_or(""),
@@ -218,15 +227,27 @@ impl Ingest {
             timestamp_ms: event.timestamp(),
             // The body is valid JSON, hence valid UTF-8.
             body: String::from_utf8_lossy(&body).into_owned(),
+            conversation: event.conversation(),
+            dedupe: event.dedupe_key(),
         };
         match self.shared.store.accept(new_event, deliveries).await {
-            Ok(_) => (
+            Ok(Accepted::New(_)) => (
                 respond(
                     StatusCode::OK,
                     json!({"accepted": true, "deliveries": count}),
                 ),
                 Some(name),
                 None,
+            ),
+            // Crisp sent it again (a retry after a lost answer): it is
+            // already queued; 200 so Crisp stops, and nothing twice.
+            Ok(Accepted::Duplicate) => (
+                respond(
+                    StatusCode::OK,
+                    json!({"accepted": true, "duplicate": true, "deliveries": 0}),
+                ),
+                Some(name),
+                Some("duplicate".into()),
             ),
             Err(e) => {
                 let why = match &e {

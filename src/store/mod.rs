@@ -34,6 +34,33 @@ pub struct NewEvent {
     pub timestamp_ms: i64,
     /// The request body as received (valid JSON).
     pub body: String,
+    /// `website_id/session_id`, when the event has a session.
+    pub conversation: Option<String>,
+    /// What identifies a resend of this event (see
+    /// [`crate::event::Event::dedupe_key`]); `None`: never a duplicate.
+    pub dedupe: Option<String>,
+}
+
+/// What [`Store::accept`] did with an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accepted {
+    /// Stored, with this id, and its deliveries.
+    New(i64),
+    /// An event with the same dedupe key was accepted within the last
+    /// [`DEDUPE_WINDOW_MS`]: nothing was stored.
+    Duplicate,
+}
+
+/// How long an accepted event's dedupe key is remembered (24 h).
+pub const DEDUPE_WINDOW_MS: i64 = 24 * 3600 * 1000;
+
+/// What one retention pass deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub deliveries: u64,
+    pub events: u64,
+    /// Dedupe keys older than [`DEDUPE_WINDOW_MS`].
+    pub keys: u64,
 }
 
 /// One delivery to create with the event.
@@ -76,6 +103,8 @@ pub struct PendingDelivery {
     /// Crisp's timestamp, or the receive time when Crisp left it out.
     pub timestamp_ms: i64,
     pub received_at_ms: i64,
+    /// `website_id/session_id`, when the event has a session.
+    pub conversation: Option<String>,
 }
 
 /// A delivery that failed for good, kept for an operator.
@@ -186,6 +215,8 @@ pub enum Op {
         up_to_id: i64,
         before_ms: i64,
     },
+    /// Deletes up to 500 dedupe keys recorded before `before_ms`.
+    PruneKeys { before_ms: i64 },
 }
 
 /// What the store can fail with. `Full` and `Closed` are temporary (ingest
@@ -255,11 +286,13 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>>
 /// [`Store::apply_later`] are committed in the order given, and a call that
 /// returns after them (a [`Store::barrier`]) sees them committed.
 pub trait Store: Send + Sync + std::fmt::Debug {
-    /// Stores `event` and `deliveries`; returns the event's id once both are
-    /// durable. Fails at once with [`StoreError::Full`] when too many
-    /// requests already wait for a commit. Delivery results never take that
-    /// room: they queue separately.
-    fn accept(&self, event: NewEvent, deliveries: Vec<NewDelivery>) -> StoreFuture<'_, i64>;
+    /// Stores `event` and `deliveries` and returns once both are durable
+    /// — unless an event with the same dedupe key was accepted within
+    /// [`DEDUPE_WINDOW_MS`] (then nothing is stored: [`Accepted::Duplicate`]).
+    /// Fails at once with [`StoreError::Full`] when too many requests already
+    /// wait for a commit. Delivery results never take that room: they queue
+    /// separately.
+    fn accept(&self, event: NewEvent, deliveries: Vec<NewDelivery>) -> StoreFuture<'_, Accepted>;
 
     /// Proves the store takes durable writes (a tiny one).
     fn probe(&self) -> StoreFuture<'_, ()>;
@@ -293,10 +326,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Dead letters, oldest first, optionally of one target.
     fn dead_letters<'a>(&'a self, target: Option<&'a str>) -> StoreFuture<'a, Vec<DeadLetter>>;
 
-    /// Deletes delivered rows and emptied events older than `before_ms`, in
-    /// chunks, each its own commit, so ingest commits go on in between.
-    /// Returns the delivered rows and events deleted.
-    fn prune(&self, before_ms: i64) -> StoreFuture<'_, (u64, u64)>;
+    /// Deletes delivered rows and emptied events older than `before_ms`,
+    /// and dedupe keys recorded before `keys_before_ms`, in chunks, each its
+    /// own commit, so ingest commits go on in between.
+    fn prune(&self, before_ms: i64, keys_before_ms: i64) -> StoreFuture<'_, Pruned>;
 
     /// The notification a worker for `target` waits on for new work: it is
     /// signalled after a commit that gives the target rows.

@@ -25,7 +25,26 @@ pub fn fixtures_dir() -> PathBuf {
     root().join("tests/fixtures/crisp-events")
 }
 
+/// A sample event as a new message: when it has a `data.fingerprint`
+/// (Crisp's message id), each call gets a fingerprint of its own, as two
+/// messages would — the relay answers a resend of the same fingerprint as a
+/// duplicate. [`fixture_as_is`] gives the file's bytes unchanged.
 pub fn fixture(name: &str) -> Vec<u8> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let bytes = fixture_as_is(name);
+    let mut v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    match v.pointer_mut("/data/fingerprint") {
+        Some(f) => {
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            *f = serde_json::Value::from(900_000_000_000_000 + n);
+            serde_json::to_vec(&v).unwrap()
+        }
+        None => bytes,
+    }
+}
+
+/// A sample event file's bytes, unchanged (a resend of it is a duplicate).
+pub fn fixture_as_is(name: &str) -> Vec<u8> {
     std::fs::read(fixtures_dir().join(name)).unwrap_or_else(|e| panic!("fixture {name}: {e}"))
 }
 

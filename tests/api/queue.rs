@@ -71,6 +71,8 @@ async fn queue_deliveries(path: &Path, deliveries: &[(&str, Option<&str>)]) -> V
             name: "message:send".into(),
             timestamp_ms: 1_700_000_000_000,
             body: message(seq),
+            conversation: None,
+            dedupe: None,
         };
         let delivery = NewDelivery {
             route: "all".into(),

@@ -124,6 +124,8 @@ impl Rig {
                 name: event.name().into(),
                 timestamp_ms: 1,
                 body,
+                conversation: None,
+                dedupe: None,
             };
             self.store.accept(new, deliveries).await.unwrap();
         }

@@ -9,7 +9,8 @@ use std::sync::atomic::Ordering;
 
 use crisp_relay::clock::Clock;
 use crisp_relay::store::{
-    NewDelivery, NewEvent, Op, PendingGroup, SqliteStore, Store, StoreError, TemplateFilter,
+    Accepted, NewDelivery, NewEvent, Op, PendingGroup, Pruned, SqliteStore, Store, StoreError,
+    TemplateFilter,
 };
 
 /// The store's clock in these tests: a fixed start, far from the real time.
@@ -24,6 +25,14 @@ async fn store_with(n: usize) -> (tempfile::TempDir, SqliteStore, Vec<i64>) {
     (dir, store, events)
 }
 
+fn pruned(deliveries: u64, events: u64) -> Pruned {
+    Pruned {
+        deliveries,
+        events,
+        keys: 0,
+    }
+}
+
 /// Accepts `n` events with one delivery each to `target` with `template`.
 async fn accept_n(store: &SqliteStore, n: usize, target: &str, template: Option<&str>) -> Vec<i64> {
     let mut events = Vec::new();
@@ -35,13 +44,18 @@ async fn accept_n(store: &SqliteStore, n: usize, target: &str, template: Option<
             name: "message:send".into(),
             timestamp_ms: 1_000,
             body,
+            conversation: None,
+            dedupe: None,
         };
         let delivery = NewDelivery {
             route: "r".into(),
             target: target.into(),
             template: template.map(str::to_owned),
         };
-        events.push(store.accept(event, vec![delivery]).await.unwrap());
+        match store.accept(event, vec![delivery]).await.unwrap() {
+            Accepted::New(id) => events.push(id),
+            Accepted::Duplicate => panic!("not a duplicate: it has no dedupe key"),
+        }
     }
     events
 }
@@ -69,13 +83,13 @@ async fn pruning_removes_delivered_rows_and_their_events_past_retention_only() {
         .unwrap();
 
     // Nothing is old enough yet.
-    assert_eq!(store.prune(T0 - 1).await.unwrap(), (0, 0));
+    assert_eq!(store.prune(T0 - 1, 0).await.unwrap(), pruned(0, 0));
     assert_eq!(store.deliveries().await.unwrap().len(), 3);
 
     // Past retention: only the delivered row goes, with its event; the dead
     // letter and the pending row stay, and so do their events.
     let later = T0 + 60_000;
-    assert_eq!(store.prune(later).await.unwrap(), (1, 1));
+    assert_eq!(store.prune(later, 0).await.unwrap(), pruned(1, 1));
     let left: Vec<(String, i64)> = store
         .deliveries()
         .await
@@ -475,11 +489,15 @@ async fn retention_prunes_in_chunks_each_its_own_commit() {
     }
     store.barrier().await.unwrap();
     let before = store.stats().commits.load(Ordering::Relaxed);
-    assert_eq!(store.prune(T0 + 60_000).await.unwrap(), (1_200, 1_200));
+    assert_eq!(
+        store.prune(T0 + 60_000, 0).await.unwrap(),
+        pruned(1_200, 1_200)
+    );
     let commits = store.stats().commits.load(Ordering::Relaxed) - before;
-    // 1,200 rows and 1,200 events at 500 per chunk: 3 + 3 commits, so an
-    // ingest commit waits for one chunk at most, never for the whole prune.
-    assert_eq!(commits, 6);
+    // 1,200 rows and 1,200 events at 500 per chunk: 3 + 3 commits, and one
+    // for the (no) dedupe keys; an ingest commit waits for one chunk at
+    // most, never for the whole prune.
+    assert_eq!(commits, 7);
     assert_eq!(store.event_count().await.unwrap(), 0);
     store.close().await;
 }
@@ -524,7 +542,9 @@ async fn waiting_results_never_take_the_room_of_accepted_events() {
                     website_id: "w".into(),
                     name: "e".into(),
                     timestamp_ms: 0,
-                    body: "{}".into()
+                    body: "{}".into(),
+                    conversation: None,
+                    dedupe: None
                 },
                 Vec::new()
             )
@@ -574,4 +594,100 @@ async fn a_schema_1_store_is_migrated_with_its_queue() {
         .unwrap();
     assert_eq!(again.next_pending("t").await.unwrap().unwrap().id, 2);
     again.close().await;
+}
+
+fn keyed_event(key: Option<&str>) -> NewEvent {
+    NewEvent {
+        received_at_ms: T0,
+        website_id: "w".into(),
+        name: "message:send".into(),
+        timestamp_ms: T0,
+        body: r#"{"website_id":"w","event":"message:send","data":{}}"#.into(),
+        conversation: Some("w/s".into()),
+        dedupe: key.map(str::to_owned),
+    }
+}
+
+fn one_delivery() -> Vec<NewDelivery> {
+    vec![NewDelivery {
+        route: "r".into(),
+        target: "t".into(),
+        template: None,
+    }]
+}
+
+/// Crisp's resends: an event whose dedupe key was accepted in the last
+/// 24 h stores nothing (also within one commit); past 24 h, or without a
+/// key, it is a new event; retention forgets keys older than 24 h.
+#[tokio::test]
+async fn resends_within_a_day_are_duplicates_and_store_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relay.db");
+    let store = SqliteStore::open(&path, 16, Clock::starting_at(T0))
+        .await
+        .unwrap();
+    let first = store
+        .accept(keyed_event(Some("k1")), one_delivery())
+        .await
+        .unwrap();
+    assert_eq!(first, Accepted::New(1));
+    assert_eq!(
+        store
+            .accept(keyed_event(Some("k1")), one_delivery())
+            .await
+            .unwrap(),
+        Accepted::Duplicate
+    );
+    // Two resends racing into one commit: the second is the duplicate.
+    let (a, b) = tokio::join!(
+        store.accept(keyed_event(Some("k2")), one_delivery()),
+        store.accept(keyed_event(Some("k2")), one_delivery())
+    );
+    let mut got = vec![a.unwrap(), b.unwrap()];
+    got.sort_by_key(|g| matches!(g, Accepted::Duplicate));
+    assert_eq!(got, vec![Accepted::New(2), Accepted::Duplicate]);
+    // No key: never a duplicate.
+    assert_eq!(
+        store
+            .accept(keyed_event(None), one_delivery())
+            .await
+            .unwrap(),
+        Accepted::New(3)
+    );
+    assert_eq!(
+        store
+            .accept(keyed_event(None), one_delivery())
+            .await
+            .unwrap(),
+        Accepted::New(4)
+    );
+    assert_eq!(store.event_count().await.unwrap(), 4);
+    assert_eq!(store.deliveries().await.unwrap().len(), 4);
+    let row = store.next_pending("t").await.unwrap().unwrap();
+    assert_eq!(row.conversation.as_deref(), Some("w/s"));
+    store.close().await;
+
+    // A day and a second later the same key is a new event, and retention
+    // drops the keys of the day before.
+    let day = crisp_relay::store::DEDUPE_WINDOW_MS;
+    let later = SqliteStore::open(&path, 16, Clock::starting_at(T0 + day + 1_000))
+        .await
+        .unwrap();
+    assert_eq!(
+        later
+            .accept(keyed_event(Some("k1")), one_delivery())
+            .await
+            .unwrap(),
+        Accepted::New(5)
+    );
+    let pruned = later.prune(0, T0 + day).await.unwrap();
+    assert_eq!(pruned.keys, 1, "k2 was recorded a day ago; k1 just now");
+    assert_eq!(
+        later
+            .accept(keyed_event(Some("k2")), one_delivery())
+            .await
+            .unwrap(),
+        Accepted::New(6)
+    );
+    later.close().await;
 }

@@ -21,8 +21,8 @@ pub use writer::StoreStats;
 use writer::{Request, Wakers, Writer};
 
 use super::{
-    Committed, DeadLetter, DeliveryRow, NewDelivery, NewEvent, Op, PendingDelivery, PendingGroup,
-    QueueStats, Store, StoreError, StoreFuture, TemplateFilter,
+    Accepted, Committed, DeadLetter, DeliveryRow, NewDelivery, NewEvent, Op, PendingDelivery,
+    PendingGroup, Pruned, QueueStats, Store, StoreError, StoreFuture, TemplateFilter,
 };
 use crate::clock::Clock;
 
@@ -43,7 +43,7 @@ const QUEUE_HEAD: &str =
     "SELECT queued_at FROM deliveries WHERE state = 'pending' AND target = ? ORDER BY id LIMIT 1";
 const PENDING_GROUPS: &str = "SELECT target, template, COUNT(*) FROM deliveries WHERE state = 'pending' \
      GROUP BY target, template ORDER BY target, template";
-const PENDING_READ: &str = "SELECT d.id, d.event_id, d.route, d.template, d.attempts, d.next_attempt_at, d.created_at, d.queued_at, e.body, e.timestamp, e.received_at \
+const PENDING_READ: &str = "SELECT d.id, d.event_id, d.route, d.template, d.attempts, d.next_attempt_at, d.created_at, d.queued_at, e.body, e.timestamp, e.received_at, e.conversation \
      FROM deliveries d JOIN events e ON e.id = d.event_id \
      WHERE d.state = 'pending' AND d.target = ";
 
@@ -258,7 +258,7 @@ impl SqliteStore {
         Ok(Some((last, newest >= before_ms || count < PRUNE_CHUNK)))
     }
 
-    async fn do_prune(&self, before_ms: i64) -> Result<(u64, u64), StoreError> {
+    async fn do_prune(&self, before_ms: i64, keys_before_ms: i64) -> Result<Pruned, StoreError> {
         let mut totals = (0, 0);
         for (table, time_col) in [("deliveries", "created_at"), ("events", "received_at")] {
             let mut after = 0;
@@ -290,7 +290,23 @@ impl SqliteStore {
                 }
             }
         }
-        Ok(totals)
+        let mut keys = 0;
+        loop {
+            let n = self
+                .apply(Op::PruneKeys {
+                    before_ms: keys_before_ms,
+                })
+                .await?;
+            keys += n;
+            if n == 0 {
+                break;
+            }
+        }
+        Ok(Pruned {
+            deliveries: totals.0,
+            events: totals.1,
+            keys,
+        })
     }
 
     async fn read_pending(
@@ -330,6 +346,7 @@ impl SqliteStore {
                     body: r.try_get(8)?,
                     timestamp_ms: r.try_get(9)?,
                     received_at_ms: r.try_get(10)?,
+                    conversation: r.try_get(11)?,
                 })
             })
             .collect::<Result<_, sqlx::Error>>()
@@ -440,7 +457,7 @@ pub async fn pending_groups_at(path: &Path) -> Result<Option<Vec<PendingGroup>>,
 }
 
 impl Store for SqliteStore {
-    fn accept(&self, event: NewEvent, deliveries: Vec<NewDelivery>) -> StoreFuture<'_, i64> {
+    fn accept(&self, event: NewEvent, deliveries: Vec<NewDelivery>) -> StoreFuture<'_, Accepted> {
         Box::pin(async move {
             let (reply, rx) = oneshot::channel();
             self.accepts
@@ -511,8 +528,8 @@ impl Store for SqliteStore {
         Box::pin(self.read_dead_letters(target))
     }
 
-    fn prune(&self, before_ms: i64) -> StoreFuture<'_, (u64, u64)> {
-        Box::pin(self.do_prune(before_ms))
+    fn prune(&self, before_ms: i64, keys_before_ms: i64) -> StoreFuture<'_, Pruned> {
+        Box::pin(self.do_prune(before_ms, keys_before_ms))
     }
 
     fn waker(&self, target: &str) -> Arc<Notify> {

@@ -5,13 +5,17 @@
 //! delivery by two partial ones over the queued rows only, so reads of the
 //! queue (the workers' reads, the metrics, orphan counts) cost what is
 //! queued, not what was delivered over the retention period.
+//!
+//! Version 3 adds the event's conversation (`website_id/session_id`), the
+//! keys of recently accepted events (`seen`, to answer Crisp's resends as
+//! duplicates) and the conversation → thread map (`threads`).
 
 use sqlx::{AssertSqlSafe, SqliteConnection};
 
 use crate::store::StoreError;
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 const TABLES: &str = r#"
 CREATE TABLE IF NOT EXISTS events (
@@ -20,7 +24,8 @@ CREATE TABLE IF NOT EXISTS events (
     website_id  TEXT NOT NULL,
     name        TEXT NOT NULL,
     timestamp   INTEGER NOT NULL,
-    body        TEXT NOT NULL
+    body        TEXT NOT NULL,
+    conversation TEXT
 ) STRICT;
 CREATE TABLE IF NOT EXISTS deliveries (
     id              INTEGER PRIMARY KEY,
@@ -43,6 +48,25 @@ CREATE TABLE IF NOT EXISTS meta (
 ) STRICT;
 "#;
 
+/// Tables added by version 3 (also created on a new file).
+const TABLES_V3: &str = r#"
+CREATE TABLE IF NOT EXISTS seen (
+    id      INTEGER PRIMARY KEY,
+    key     TEXT NOT NULL UNIQUE,
+    seen_at INTEGER NOT NULL
+) STRICT;
+CREATE INDEX IF NOT EXISTS seen_age ON seen(seen_at);
+CREATE TABLE IF NOT EXISTS threads (
+    target       TEXT NOT NULL,
+    conversation TEXT NOT NULL,
+    thread       TEXT NOT NULL,
+    state        TEXT NOT NULL DEFAULT 'open',
+    created_at   INTEGER NOT NULL,
+    updated_at   INTEGER NOT NULL,
+    PRIMARY KEY (target, conversation)
+) STRICT, WITHOUT ROWID;
+"#;
+
 /// The queue's indexes. Queries must say `state = 'pending'` (or `'dead'`)
 /// literally for SQLite to use them.
 const INDEXES: &str = r#"
@@ -56,6 +80,11 @@ const V1_TO_V2: &str = r#"
 ALTER TABLE deliveries ADD COLUMN queued_at INTEGER NOT NULL DEFAULT 0;
 UPDATE deliveries SET queued_at = created_at WHERE state != 'delivered';
 DROP INDEX IF EXISTS deliveries_queue;
+"#;
+
+/// Version 2 → 3 (the new tables come from [`TABLES_V3`]).
+const V2_TO_V3: &str = r#"
+ALTER TABLE events ADD COLUMN conversation TEXT;
 "#;
 
 /// Creates or upgrades the schema on `conn`, in one transaction. `path` is
@@ -79,6 +108,10 @@ pub async fn migrate(conn: &mut SqliteConnection, path: &str) -> Result<(), Stor
     if version == 1 {
         script.push_str(V1_TO_V2);
     }
+    if (1..=2).contains(&version) {
+        script.push_str(V2_TO_V3);
+    }
+    script.push_str(TABLES_V3);
     script.push_str(INDEXES);
     script.push_str(&format!("PRAGMA user_version = {SCHEMA_VERSION};\nCOMMIT;"));
     sqlx::raw_sql(AssertSqlSafe(script))

@@ -19,7 +19,7 @@ use sqlx::{Connection, QueryBuilder, Sqlite, SqliteConnection};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::clock::Clock;
-use crate::store::{NewDelivery, NewEvent, Op, StoreError};
+use crate::store::{Accepted, DEDUPE_WINDOW_MS, NewDelivery, NewEvent, Op, StoreError};
 
 /// Most requests folded into one transaction.
 const MAX_BATCH: usize = 1024;
@@ -32,7 +32,7 @@ pub(super) enum Request {
     Accept {
         event: NewEvent,
         deliveries: Vec<NewDelivery>,
-        reply: Reply<i64>,
+        reply: Reply<Accepted>,
     },
     Probe {
         reply: Reply<()>,
@@ -176,16 +176,14 @@ impl Writer {
     }
 
     /// Answers every request of a committed (or failed) batch.
-    async fn answer(&mut self, batch: &mut Vec<Request>, result: Result<Vec<u64>, StoreError>) {
+    async fn answer(&mut self, batch: &mut Vec<Request>, result: Result<Outcome, StoreError>) {
         let first_id = self.next_id;
-        let accepted = batch
-            .iter()
-            .filter(|r| matches!(r, Request::Accept { .. }))
-            .count();
         match result {
-            Ok(counts) => {
-                wake_targets(&self.wakers, batch);
+            Ok(Outcome { counts, duplicate }) => {
+                let accepted = duplicate.iter().filter(|d| !**d).count();
+                wake_targets(&self.wakers, batch, &duplicate);
                 let mut counts = counts.into_iter();
+                let mut duplicate = duplicate.into_iter();
                 self.next_id += accepted as i64;
                 self.stats.commits.fetch_add(1, Ordering::Relaxed);
                 self.stats
@@ -198,8 +196,12 @@ impl Writer {
                 for req in batch.drain(..) {
                     match req {
                         Request::Accept { reply, .. } => {
-                            let _ = reply.send(Ok(id));
-                            id += 1;
+                            if duplicate.next().unwrap_or(false) {
+                                let _ = reply.send(Ok(Accepted::Duplicate));
+                            } else {
+                                let _ = reply.send(Ok(Accepted::New(id)));
+                                id += 1;
+                            }
                         }
                         Request::Probe { reply } | Request::Barrier { reply } => {
                             let _ = reply.send(Ok(()));
@@ -239,12 +241,13 @@ impl Writer {
         }
     }
 
-    /// Writes `batch` in one transaction; answers the rows changed per op.
-    async fn commit(&mut self, batch: &[Request]) -> Result<Vec<u64>, StoreError> {
+    /// Writes `batch` in one transaction; answers the rows changed per op,
+    /// and which accepts were duplicates.
+    async fn commit(&mut self, batch: &[Request]) -> Result<Outcome, StoreError> {
         let now = self.clock.now_ms();
         let first_id = self.next_id;
         let mut tx = self.conn.begin().await?;
-        let events: Vec<(i64, &NewEvent, &[NewDelivery])> = batch
+        let accepts: Vec<(&NewEvent, &[NewDelivery])> = batch
             .iter()
             .filter_map(|r| match r {
                 Request::Accept {
@@ -252,12 +255,36 @@ impl Writer {
                 } => Some((event, deliveries.as_slice())),
                 _ => None,
             })
+            .collect();
+        // Resends of an event accepted in the last 24 h (also earlier in
+        // this batch) store nothing. A key older than that is taken over.
+        let mut duplicate = Vec::with_capacity(accepts.len());
+        for (event, _) in &accepts {
+            let dup = match &event.dedupe {
+                None => false,
+                Some(key) => {
+                    sqlx::query("INSERT INTO seen (key, seen_at) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET seen_at = excluded.seen_at WHERE seen.seen_at < ?3")
+                        .bind(key)
+                        .bind(now)
+                        .bind(now.saturating_sub(DEDUPE_WINDOW_MS))
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected()
+                        == 0
+                }
+            };
+            duplicate.push(dup);
+        }
+        let events: Vec<(i64, &NewEvent, &[NewDelivery])> = accepts
+            .iter()
+            .zip(&duplicate)
+            .filter(|(_, dup)| !**dup)
             .enumerate()
-            .map(|(i, (e, d))| (first_id + i as i64, e, d))
+            .map(|(i, ((e, d), _))| (first_id + i as i64, *e, *d))
             .collect();
         for chunk in events.chunks(ROWS_PER_STATEMENT) {
             QueryBuilder::<Sqlite>::new(
-                "INSERT INTO events (id, received_at, website_id, name, timestamp, body) ",
+                "INSERT INTO events (id, received_at, website_id, name, timestamp, body, conversation) ",
             )
             .push_values(chunk, |mut row, (id, e, _)| {
                 row.push_bind(*id)
@@ -265,7 +292,8 @@ impl Writer {
                     .push_bind(e.website_id.as_str())
                     .push_bind(e.name.as_str())
                     .push_bind(e.timestamp_ms)
-                    .push_bind(e.body.as_str());
+                    .push_bind(e.body.as_str())
+                    .push_bind(e.conversation.as_deref());
             })
             .build()
             .execute(&mut *tx)
@@ -326,8 +354,15 @@ impl Writer {
             }
         }
         tx.commit().await?;
-        Ok(counts)
+        Ok(Outcome { counts, duplicate })
     }
+}
+
+/// What a committed batch did: rows changed per op, and per accept whether
+/// it was a duplicate (in the batch's order).
+struct Outcome {
+    counts: Vec<u64>,
+    duplicate: Vec<bool>,
 }
 
 /// Applies a run of [`Op::Delivered`] in one `UPDATE … FROM (VALUES …)`;
@@ -375,11 +410,16 @@ async fn mark_delivered(
         .collect())
 }
 
-/// Wakes the workers that a committed batch gave work to.
-fn wake_targets(wakers: &Wakers, batch: &[Request]) {
+/// Wakes the workers that a committed batch gave work to (`duplicate`:
+/// per accept, in order, whether it stored nothing).
+fn wake_targets(wakers: &Wakers, batch: &[Request], duplicate: &[bool]) {
+    let mut duplicate = duplicate.iter();
     for req in batch {
         match req {
             Request::Accept { deliveries, .. } => {
+                if duplicate.next().copied().unwrap_or(false) {
+                    continue;
+                }
                 for d in deliveries {
                     wakers.wake(&d.target);
                 }
@@ -476,6 +516,12 @@ async fn apply_op(
             sqlx::query("DELETE FROM deliveries WHERE id > ? AND id <= ? AND state = 'delivered' AND updated_at < ?")
                 .bind(after_id)
                 .bind(up_to_id)
+                .bind(before_ms)
+                .execute(&mut **tx)
+                .await?
+        }
+        Op::PruneKeys { before_ms } => {
+            sqlx::query("DELETE FROM seen WHERE id IN (SELECT id FROM seen WHERE seen_at < ? ORDER BY seen_at LIMIT 500)")
                 .bind(before_ms)
                 .execute(&mut **tx)
                 .await?

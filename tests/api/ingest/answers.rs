@@ -480,3 +480,55 @@ async fn hook_keys_never_reach_the_logs() {
     assert!(!logs.contains(KEY), "the key is in the logs:\n{logs}");
     assert!(!logs.contains(wrong), "a wrong key is in the logs:\n{logs}");
 }
+
+/// Crisp resends an event (a retry after a lost answer): the same
+/// `website_id`, `event` and `data.fingerprint` within 24 h is answered 200
+/// with `"duplicate": true`, stores nothing and sends nothing twice.
+/// Events without a fingerprint are never deduplicated.
+#[tokio::test]
+async fn a_resent_event_is_answered_as_a_duplicate_and_stored_once() {
+    let mut app = TestApp::spawn().await;
+    let sent = fixture_as_is("message_send_text_basic.json");
+    let (status, body) = json_of(app.post_event(sent.clone()).await).await;
+    assert_eq!(
+        (status, body),
+        (200, json!({"accepted": true, "deliveries": 1}))
+    );
+    let (status, body) = json_of(app.post_event(sent.clone()).await).await;
+    assert_eq!(
+        (status, body),
+        (
+            200,
+            json!({"accepted": true, "duplicate": true, "deliveries": 0})
+        )
+    );
+    // Another message (its own fingerprint) and events without one go on.
+    let other = fixture("message_send_text_basic.json");
+    assert_eq!(
+        json_of(app.post_event(other).await).await.1["deliveries"],
+        1
+    );
+    for _ in 0..2 {
+        assert_eq!(
+            json_of(app.post_event(envelope(7)).await).await.1["deliveries"],
+            1
+        );
+    }
+    let metrics = app.admin_get("/metrics").await.text().await.unwrap();
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"crisp_relay_events_received_total{event="message:send",outcome="duplicate"}"#
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert!(
+        app.logs()
+            .contains("duplicate of an event accepted in the last 24 h")
+    );
+    assert!(app.terminate().success());
+    let store = open_store(&app.store_path()).await;
+    assert_eq!(store.event_count().await.unwrap(), 4);
+    store.close().await;
+}

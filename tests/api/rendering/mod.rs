@@ -93,7 +93,7 @@ fn fixture_path(name: &str) -> PathBuf {
 }
 
 fn fixture_json(name: &str) -> Value {
-    serde_json::from_slice(&fixture(name)).unwrap_or_else(|e| panic!("fixture {name}: {e}"))
+    serde_json::from_slice(&fixture_as_is(name)).unwrap_or_else(|e| panic!("fixture {name}: {e}"))
 }
 
 /// `render --json --event <path>`: one delivery per line, each parsed.

@@ -79,7 +79,7 @@ fn render_reads_the_event_from_stdin() {
     let out = work.run_with_stdin(
         &["render", "--json", "--event", "-"],
         &[],
-        Some(&fixture(name)),
+        Some(&fixture_as_is(name)),
     );
     assert!(
         out.status.success(),
