@@ -48,6 +48,34 @@ impl fmt::Display for TargetKind {
     }
 }
 
+/// How a chat target groups messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Threads {
+    /// Every message to the channel (webhooks' default).
+    #[default]
+    None,
+    /// One thread per Crisp conversation (`website_id`, `data.session_id`).
+    PerConversation,
+}
+
+/// The default name of a conversation's Discord thread (Handlebars, plain
+/// text): the visitor's nickname and where they write from.
+pub const DEFAULT_THREAD_NAME: &str =
+    "{{default data.user.nickname \"Visitor\"}} · {{origin data.origin}}";
+
+/// The most characters a Discord thread name may have (channel names are
+/// 1–100 characters; that the bound applies to `thread_name` is
+/// UNCONFIRMED, so names are cut to it).
+pub const THREAD_NAME_MAX: usize = 100;
+
+/// Default API base URLs for bot targets.
+pub fn default_api_url(kind: TargetKind) -> &'static str {
+    match kind {
+        TargetKind::Slack => "https://slack.com/api",
+        _ => "https://discord.com/api/v10",
+    }
+}
+
 /// A quota: `requests` per `per`, with bursts of up to `burst`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateLimit {

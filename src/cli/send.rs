@@ -73,6 +73,10 @@ pub(super) async fn run(
             println!("not delivered (the relay would retry): {reason}");
             ExitCode::from(1)
         }
+        Outcome::ThreadGone { reason } => {
+            println!("not delivered (the relay would start a new thread): {reason}");
+            ExitCode::from(1)
+        }
         Outcome::Failed { reason, disable } => {
             let what = if disable {
                 "the relay would pause this target"

@@ -33,7 +33,7 @@ use ctx::Ctx;
 use diagnostics::yaml_error;
 use raw::RawConfig;
 
-use crate::model::{RateLimit, RetryPolicy, TargetKind};
+use crate::model::{RateLimit, RetryPolicy, TargetKind, Threads};
 use crate::routing::Router;
 use crate::secret::{HookKey, Secret, WebhookUrl};
 use crate::suggest::did_you_mean;
@@ -63,6 +63,28 @@ pub struct Target {
     /// Webhook only: most deliveries sent together as one JSON array (1:
     /// one request per delivery, the default).
     pub batch: usize,
+    /// Discord and Slack: posted by a bot (`token` + `channel`) rather than
+    /// through `url`.
+    pub bot: Option<Bot>,
+    /// Discord and Slack: one thread per conversation, or none.
+    pub threads: Threads,
+    /// Discord with threads: the Handlebars source of a new thread's name.
+    pub thread_name: Option<String>,
+    /// Several queued messages of one conversation go as one where they
+    /// fit (threads only).
+    pub coalesce: bool,
+}
+
+/// A chat target posted to by a bot.
+#[derive(Debug, Clone)]
+pub struct Bot {
+    /// Discord: sent as `Bot <token>`; Slack: `Bearer <token>`.
+    pub token: Secret,
+    /// The channel's id (Discord snowflake, Slack `C…`/`G…`).
+    pub channel: String,
+    /// The API's base URL (`https://discord.com/api/v10`,
+    /// `https://slack.com/api`; tests and proxies point it elsewhere).
+    pub api: url::Url,
 }
 
 /// The largest `batch` a webhook target may ask for.

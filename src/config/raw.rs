@@ -91,6 +91,18 @@ pub(super) struct RawTarget {
     pub(super) timeout: Option<S<String>>,
     #[serde(default)]
     pub(super) batch: Option<S<u64>>,
+    #[serde(default)]
+    pub(super) token: Option<S<String>>,
+    #[serde(default)]
+    pub(super) channel: Option<S<String>>,
+    #[serde(default)]
+    pub(super) api_url: Option<S<String>>,
+    #[serde(default)]
+    pub(super) threads: Option<S<String>>,
+    #[serde(default)]
+    pub(super) thread_name: Option<S<String>>,
+    #[serde(default)]
+    pub(super) coalesce: Option<S<bool>>,
 }
 
 #[derive(Deserialize)]

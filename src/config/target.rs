@@ -5,9 +5,10 @@ use std::time::Duration;
 
 use super::ctx::Ctx;
 use super::raw::{BoolOrString, RawTarget, S};
-use super::{MAX_BATCH, Target};
+use super::{Bot, MAX_BATCH, Target};
 use crate::model::{
-    MAX_ATTEMPTS, RateLimit, RetryPolicy, TargetKind, check_url, default_rate_limit, url_example,
+    MAX_ATTEMPTS, RateLimit, RetryPolicy, TargetKind, Threads, check_url, default_rate_limit,
+    url_example,
 };
 use crate::secret::{Secret, WebhookUrl};
 use crate::suggest::did_you_mean;
@@ -71,6 +72,26 @@ pub(super) fn validate_target(ctx: &mut Ctx, name: &str, raw: &S<RawTarget>) -> 
     only(ctx, "headers", t.headers.is_some(), &[TargetKind::Webhook]);
     only(ctx, "method", t.method.is_some(), &[TargetKind::Webhook]);
     only(ctx, "batch", t.batch.is_some(), &[TargetKind::Webhook]);
+    let chat = [TargetKind::Discord, TargetKind::Slack];
+    only(ctx, "token", t.token.is_some(), &chat);
+    only(ctx, "channel", t.channel.is_some(), &chat);
+    only(ctx, "api_url", t.api_url.is_some(), &chat);
+    only(ctx, "threads", t.threads.is_some(), &chat);
+    only(ctx, "coalesce", t.coalesce.is_some(), &chat);
+    only(
+        ctx,
+        "thread_name",
+        t.thread_name.is_some(),
+        &[TargetKind::Discord],
+    );
+    if let (Some(_), Some(token)) = (&t.url, &t.token) {
+        ctx.err(
+            token,
+            format!("target `{name}` has both `url` and `token`"),
+            Some("a target posts through a webhook (`url`) or as a bot (`token` + `channel`): remove one".into()),
+        );
+        return None;
+    }
 
     // `enabled: false` (or a variable that says so) switches any target
     // off, stdout included; an empty url switches off a URL target.
@@ -102,13 +123,23 @@ pub(super) fn validate_target(ctx: &mut Ctx, name: &str, raw: &S<RawTarget>) -> 
         },
     };
     let switched_off = !enabled;
+    let mut bot = None;
     let url = match (&t.url, kind) {
         (_, TargetKind::Stdout) => None,
+        (None, _) if t.token.is_some() => {
+            bot = validate_bot(ctx, name, kind, raw, &mut enabled)?;
+            None
+        }
         (None, _) => {
+            let hint = if chat.contains(&kind) {
+                "add `url: \"${...}\"` (a webhook), or `token` and `channel` (a bot); an empty one disables the target".to_owned()
+            } else {
+                "add `url: \"${...}\"`; an empty url disables the target".into()
+            };
             ctx.err(
                 raw,
                 format!("target `{name}` (kind {kind}) has no `url`"),
-                Some("add `url: \"${...}\"`; an empty url disables the target".into()),
+                Some(hint),
             );
             return None;
         }
@@ -329,12 +360,54 @@ pub(super) fn validate_target(ctx: &mut Ctx, name: &str, raw: &S<RawTarget>) -> 
         (false, true) => "`enabled` is false",
         (false, false) => "its url is empty",
     };
+    let threads = match &t.threads {
+        None => Threads::None,
+        Some(v) => match v.value.as_str() {
+            "none" => Threads::None,
+            "per_conversation" => Threads::PerConversation,
+            other => {
+                let hint = did_you_mean(other, ["none", "per_conversation"]).map_or_else(
+                    || "use `none` or `per_conversation`".to_owned(),
+                    |s| format!("did you mean `{s}`?"),
+                );
+                ctx.err(v, format!("target `{name}`: threads must be `none` or `per_conversation`, not `{other}`"), Some(hint));
+                Threads::None
+            }
+        },
+    };
+    if threads == Threads::PerConversation && kind == TargetKind::Slack && t.url.is_some() {
+        ctx.err(
+            t.threads.as_ref()?,
+            format!("target `{name}`: a Slack incoming webhook cannot start threads the relay can continue (its answer carries no message id)"),
+            Some("post as a Slack app's bot instead: `token: \"${SLACK_BOT_TOKEN}\"` and `channel: C…` (scope chat:write), without `url`".into()),
+        );
+    }
+    let thread_name = match (&t.thread_name, threads, kind) {
+        (Some(n), Threads::None, _) => {
+            ctx.err(
+                n,
+                format!("target `{name}`: thread_name names threads, but threads is `none`"),
+                Some("add `threads: per_conversation`, or remove thread_name".into()),
+            );
+            None
+        }
+        (Some(n), _, _) => Some(n.value.clone()),
+        (None, Threads::PerConversation, TargetKind::Discord) => {
+            Some(crate::model::DEFAULT_THREAD_NAME.to_owned())
+        }
+        (None, _, _) => None,
+    };
+    let coalesce = t.coalesce.as_ref().is_none_or(|c| c.value);
     Some(Target {
         name: name.to_owned(),
         kind,
         url,
         enabled,
         disabled_reason,
+        bot,
+        threads,
+        thread_name,
+        coalesce,
         username,
         avatar_url,
         headers,
@@ -355,6 +428,85 @@ pub(super) fn http_header_name_ok(k: &str) -> bool {
 /// Below this, `retry.max_backoff` on a Discord or Slack target cuts waits
 /// those destinations commonly ask for (shared limits of up to a minute).
 const CHAT_MIN_BACKOFF: Duration = Duration::from_secs(60);
+
+/// `token`, `channel` and `api_url` of a bot target. An empty token
+/// disables the target (like an empty url); `None` after an error.
+fn validate_bot(
+    ctx: &mut Ctx,
+    name: &str,
+    kind: TargetKind,
+    raw: &S<RawTarget>,
+    enabled: &mut bool,
+) -> Option<Option<Bot>> {
+    let t = &raw.value;
+    let token_at = t.token.as_ref()?;
+    let Some(channel_at) = &t.channel else {
+        ctx.err(
+            raw,
+            format!("target `{name}`: a bot target needs `channel` with its `token`"),
+            Some(match kind {
+                TargetKind::Slack => "the channel's id: in Slack, channel details → About → Channel ID (C…)".into(),
+                _ => "the channel's id: in Discord, Developer Mode on, right-click the channel → Copy Channel ID".to_owned(),
+            }),
+        );
+        return None;
+    };
+    if !*enabled {
+        // Switched off: the token is not used, so not required.
+        return Some(None);
+    }
+    let token = ctx.interp(token_at, &format!("target `{name}` token"))?;
+    if token.trim().is_empty() {
+        *enabled = false;
+        return Some(None);
+    }
+    let channel = ctx.interp(channel_at, &format!("target `{name}` channel"))?;
+    let channel_ok = match kind {
+        TargetKind::Discord => !channel.is_empty() && channel.bytes().all(|b| b.is_ascii_digit()),
+        _ => {
+            channel.len() >= 2
+                && channel
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+        }
+    };
+    if !channel_ok {
+        ctx.err(
+            channel_at,
+            format!("target `{name}`: `{channel}` is not a {kind} channel id"),
+            Some(match kind {
+                TargetKind::Discord => {
+                    "a Discord channel id is a number such as 123456789012345678".to_owned()
+                }
+                _ => "a Slack channel id looks like C0123456789 (not the #name)".to_owned(),
+            }),
+        );
+        return None;
+    }
+    let api_text = match &t.api_url {
+        Some(a) => ctx.interp(a, &format!("target `{name}` api_url"))?,
+        None => crate::model::default_api_url(kind).to_owned(),
+    };
+    let api = match url::Url::parse(api_text.trim_end_matches('/')) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => u,
+        _ => {
+            ctx.err(
+                t.api_url.as_ref()?,
+                format!("target `{name}`: api_url `{api_text}` is not an http(s) URL"),
+                Some(format!(
+                    "the default is {}",
+                    crate::model::default_api_url(kind)
+                )),
+            );
+            return None;
+        }
+    };
+    Some(Some(Bot {
+        token: Secret::new(token),
+        channel,
+        api,
+    }))
+}
 
 /// `true`/`false` as a variable may spell them.
 fn parse_bool(v: &str) -> Option<bool> {

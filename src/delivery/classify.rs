@@ -79,6 +79,11 @@ pub enum Outcome {
         reason: String,
         disable: bool,
     },
+    /// The conversation's thread was deleted or locked: start a new one and
+    /// send there (on a post that was not into a thread, a pause).
+    ThreadGone {
+        reason: String,
+    },
 }
 
 /// Rate-limit information in an answer (Discord's headers, `Retry-After`).
@@ -188,6 +193,15 @@ pub fn classify(kind: TargetKind, answer: &Answer, hints: &RateHints) -> Outcome
             format!("{what} (HTTP {status}): {excerpt}")
         }
     };
+    // Codes in the body that decide more than the status does.
+    let coded = match kind {
+        TargetKind::Slack => super::codes::slack_api(answer, hints.retry_after),
+        TargetKind::Discord if status >= 400 => super::codes::discord(answer),
+        _ => None,
+    };
+    if let Some(outcome) = coded {
+        return outcome;
+    }
     match status {
         200..=299 => match kind {
             // Slack answers 200 with the text `ok`; anything else is an error
@@ -281,6 +295,7 @@ mod tests {
             Outcome::Retry { .. } => "retry",
             Outcome::Failed { disable: true, .. } => "disable",
             Outcome::Failed { disable: false, .. } => "dead",
+            Outcome::ThreadGone { .. } => "thread gone",
         }
     }
 

@@ -41,6 +41,12 @@ pub enum Verdict {
     Pause {
         reason: String,
     },
+    /// The conversation's thread was deleted or locked: the rows stay first
+    /// in line, due at once, for a new thread (the worker decides; on a
+    /// post that was not into a thread it pauses).
+    ThreadGone {
+        reason: String,
+    },
 }
 
 /// What to record and what to do next.
@@ -118,6 +124,26 @@ pub fn decide(
             reason,
             disable: false,
         } => dead(reason, false),
+        Outcome::ThreadGone { reason } => {
+            // Counted, so a thread that vanishes every time cannot loop.
+            let attempt = rows
+                .first()
+                .map_or(u32::MAX, |r| u32::try_from(attempts(r)).unwrap_or(u32::MAX));
+            if attempt >= policy.max_attempts {
+                return dead(reason, true);
+            }
+            Decision {
+                ops: each(&|r| Op::Retry {
+                    id: r.id,
+                    attempts: attempts(r),
+                    next_attempt_at_ms: now_ms,
+                    status,
+                    error: reason.clone(),
+                }),
+                verdict: Verdict::ThreadGone { reason },
+                status,
+            }
+        }
         Outcome::Failed {
             reason,
             disable: true,
@@ -159,6 +185,7 @@ mod tests {
             Verdict::Dead { gave_up: true, .. } => ("gave up", None),
             Verdict::Dead { gave_up: false, .. } => ("dead", None),
             Verdict::Pause { .. } => ("pause", None),
+            Verdict::ThreadGone { .. } => ("thread gone", None),
         }
     }
 
@@ -263,6 +290,46 @@ mod tests {
             (Webhook, ok(400, &[], "bad"), 0, 0, "dead", None),
             (Webhook, ok(401, &[], ""), 0, 0, "pause", None),
             (Webhook, ok(403, &[], ""), 2, 0, "pause", None),
+            (
+                Discord,
+                ok(404, &[], r#"{"code": 10003}"#),
+                0,
+                0,
+                "thread gone",
+                None,
+            ),
+            (
+                Discord,
+                ok(403, &[], r#"{"code": 160005}"#),
+                4,
+                0,
+                "gave up",
+                None,
+            ),
+            (
+                Slack,
+                ok(200, &[], r#"{"ok": false, "error": "thread_not_found"}"#),
+                0,
+                0,
+                "thread gone",
+                None,
+            ),
+            (
+                Slack,
+                ok(200, &[], r#"{"ok": false, "error": "ratelimited"}"#),
+                0,
+                0,
+                "retry",
+                Some((0, 1000)),
+            ),
+            (
+                Slack,
+                ok(200, &[], r#"{"ok": true, "ts": "1.2"}"#),
+                0,
+                0,
+                "delivered",
+                None,
+            ),
             (
                 Discord,
                 ok(404, &[], r#"{"code": 10015}"#),

@@ -15,6 +15,7 @@
 
 pub mod backoff;
 pub mod classify;
+pub mod codes;
 pub mod decide;
 pub mod limiter;
 mod supervise;

@@ -397,7 +397,9 @@ async fn attempt(
             }
             Step::Done(d.ops)
         }
-        Verdict::Pause { reason } => {
+        // Without a thread to replace, a channel that is gone pauses the
+        // target like any refusal.
+        Verdict::ThreadGone { reason } | Verdict::Pause { reason } => {
             error!(
                 target_name = name, route, delivery = id, status, error = %reason,
                 "target paused: the destination refuses this target (gone, or its credentials are refused); deliveries stay queued until the config changes (fix it, then reload)"

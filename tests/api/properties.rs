@@ -310,6 +310,10 @@ fn target(kind: TargetKind) -> Target {
         retry: RetryPolicy::default(),
         timeout: Duration::from_secs(10),
         batch: 1,
+        bot: None,
+        threads: crisp_relay::model::Threads::None,
+        thread_name: None,
+        coalesce: true,
     }
 }
 
