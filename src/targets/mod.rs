@@ -5,6 +5,7 @@
 //! adds what the destination requires. Everything here is pure: sending, and
 //! reading answers, belong to delivery.
 
+pub mod chat;
 pub mod discord;
 pub mod invariants;
 pub mod slack;
