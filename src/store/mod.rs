@@ -142,6 +142,45 @@ pub struct QueueStats {
     pub dead: i64,
 }
 
+/// A conversation's thread on a target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThreadRef {
+    /// The platform's id: a Discord channel id, a Slack message `ts`.
+    pub thread: String,
+    pub state: ThreadState,
+}
+
+/// Where a conversation's thread stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThreadState {
+    /// Messages go into it.
+    Open,
+    /// Discord bot in a text channel: its first message is posted (the
+    /// thread id is that message's), the thread is not started yet.
+    Starting,
+    /// Archived after the conversation was resolved; a new message reopens
+    /// it.
+    Archived,
+}
+
+impl ThreadState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Starting => "starting",
+            Self::Archived => "archived",
+        }
+    }
+
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "starting" => Self::Starting,
+            "archived" => Self::Archived,
+            _ => Self::Open,
+        }
+    }
+}
+
 /// Which pending rows a worker may take: those whose template it can
 /// render. Rows outside the filter stay queued (orphaned) until a
 /// configuration that knows their template comes back.
@@ -217,6 +256,18 @@ pub enum Op {
     },
     /// Deletes up to 500 dedupe keys recorded before `before_ms`.
     PruneKeys { before_ms: i64 },
+    /// Records (or replaces) a conversation's thread on a target.
+    SetThread {
+        target: String,
+        conversation: String,
+        thread: ThreadRef,
+    },
+    /// Forgets a conversation's thread on a target (it was deleted or
+    /// locked; the next message starts a new one).
+    ForgetThread {
+        target: String,
+        conversation: String,
+    },
 }
 
 /// What the store can fail with. `Full` and `Closed` are temporary (ingest
@@ -315,6 +366,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         limit: u32,
         filter: &'a TemplateFilter,
     ) -> StoreFuture<'a, Vec<PendingDelivery>>;
+
+    /// The thread of `conversation` on `target`, if one was recorded.
+    fn thread<'a>(
+        &'a self,
+        target: &'a str,
+        conversation: &'a str,
+    ) -> StoreFuture<'a, Option<ThreadRef>>;
 
     /// Pending deliveries counted by target and template.
     fn pending_groups(&self) -> StoreFuture<'_, Vec<PendingGroup>>;

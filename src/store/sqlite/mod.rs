@@ -22,7 +22,8 @@ use writer::{Request, Wakers, Writer};
 
 use super::{
     Accepted, Committed, DeadLetter, DeliveryRow, NewDelivery, NewEvent, Op, PendingDelivery,
-    PendingGroup, Pruned, QueueStats, Store, StoreError, StoreFuture, TemplateFilter,
+    PendingGroup, Pruned, QueueStats, Store, StoreError, StoreFuture, TemplateFilter, ThreadRef,
+    ThreadState,
 };
 use crate::clock::Clock;
 
@@ -514,6 +515,30 @@ impl Store for SqliteStore {
         filter: &'a TemplateFilter,
     ) -> StoreFuture<'a, Vec<PendingDelivery>> {
         Box::pin(self.read_pending(target, after_id, limit, filter))
+    }
+
+    fn thread<'a>(
+        &'a self,
+        target: &'a str,
+        conversation: &'a str,
+    ) -> StoreFuture<'a, Option<ThreadRef>> {
+        Box::pin(async move {
+            let row = sqlx::query(
+                "SELECT thread, state FROM threads WHERE target = ? AND conversation = ?",
+            )
+            .bind(target)
+            .bind(conversation)
+            .fetch_optional(&self.reads)
+            .await?;
+            row.map(|r| {
+                Ok(ThreadRef {
+                    thread: r.try_get(0)?,
+                    state: ThreadState::parse(r.try_get::<&str, _>(1)?),
+                })
+            })
+            .transpose()
+            .map_err(|e: sqlx::Error| StoreError::from(e))
+        })
     }
 
     fn pending_groups(&self) -> StoreFuture<'_, Vec<PendingGroup>> {

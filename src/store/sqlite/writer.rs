@@ -520,6 +520,23 @@ async fn apply_op(
                 .execute(&mut **tx)
                 .await?
         }
+        Op::SetThread { target, conversation, thread } => {
+            sqlx::query("INSERT INTO threads (target, conversation, thread, state, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5) ON CONFLICT(target, conversation) DO UPDATE SET thread = excluded.thread, state = excluded.state, updated_at = excluded.updated_at")
+                .bind(target)
+                .bind(conversation)
+                .bind(&thread.thread)
+                .bind(thread.state.as_str())
+                .bind(now)
+                .execute(&mut **tx)
+                .await?
+        }
+        Op::ForgetThread { target, conversation } => {
+            sqlx::query("DELETE FROM threads WHERE target = ? AND conversation = ?")
+                .bind(target)
+                .bind(conversation)
+                .execute(&mut **tx)
+                .await?
+        }
         Op::PruneKeys { before_ms } => {
             sqlx::query("DELETE FROM seen WHERE id IN (SELECT id FROM seen WHERE seen_at < ? ORDER BY seen_at LIMIT 500)")
                 .bind(before_ms)
