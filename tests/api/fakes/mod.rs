@@ -22,7 +22,8 @@
 //!
 //! Files: this one (the server, the record, programmed answers, the
 //! webhook kind), `discord` and `slack` (how each of those kinds answers a
-//! normal request), `tests` (the fakes' own tests).
+//! normal request), `tests` (the fakes' own tests). Stateful fakes plug
+//! in as a [`Responder`].
 
 #![allow(dead_code)]
 
@@ -96,11 +97,27 @@ impl Received {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 enum Kind {
-    Discord { limit: u32, window: Duration },
-    Slack { limit: u32, window: Duration },
+    Discord {
+        limit: u32,
+        window: Duration,
+    },
+    Slack {
+        limit: u32,
+        window: Duration,
+    },
     Webhook,
+    /// A stateful fake (`discord_api`, `slack_api`).
+    Custom(Arc<dyn Responder>),
+}
+
+/// How a stateful fake answers a normal request (one not answered by
+/// `fail_next` or `always`). Called with the server's state locked, so the
+/// answer and the record stay in arrival order; it may use the state's rate
+/// windows ([`State::take`]).
+trait Responder: Send + Sync + 'static {
+    fn answer(&self, st: &mut State, rec: &Received) -> Canned;
 }
 
 #[derive(Debug, Clone)]
@@ -382,10 +399,11 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Full<By
         } else if let Some(c) = st.always.clone() {
             c
         } else {
-            match shared.kind {
-                Kind::Discord { limit, window } => discord(&mut st, &rec, limit, window),
-                Kind::Slack { limit, window } => slack(&mut st, &rec, limit, window),
+            match &shared.kind {
+                Kind::Discord { limit, window } => discord(&mut st, &rec, *limit, *window),
+                Kind::Slack { limit, window } => slack(&mut st, &rec, *limit, *window),
                 Kind::Webhook => canned(200, "{}", &[]),
+                Kind::Custom(r) => r.answer(&mut st, &rec),
             }
         };
         let mut rec = rec;
