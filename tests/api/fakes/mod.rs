@@ -22,15 +22,24 @@
 //!
 //! Files: this one (the server, the record, programmed answers, the
 //! webhook kind), `discord` and `slack` (how each of those kinds answers a
-//! normal request), `tests` (the fakes' own tests). Stateful fakes plug
-//! in as a [`Responder`].
+//! normal request), `tests` (the fakes' own tests). The thread fakes are
+//! stateful worlds behind the same server ([`Responder`]): `discord_api`
+//! ([`FakeDiscord`]: forum webhooks and bot REST), with its own tests
+//! (`discord_api_tests`).
 
 #![allow(dead_code)]
 
 mod discord;
+mod discord_api;
+#[cfg(test)]
+mod discord_api_tests;
 mod slack;
 #[cfg(test)]
 mod tests;
+
+// For the thread tests; unused until they land.
+#[allow(unused_imports)]
+pub use discord_api::{DiscordMessage, DiscordThread, FakeDiscord};
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
