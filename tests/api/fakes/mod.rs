@@ -24,8 +24,9 @@
 //! webhook kind), `discord` and `slack` (how each of those kinds answers a
 //! normal request), `tests` (the fakes' own tests). The thread fakes are
 //! stateful worlds behind the same server ([`Responder`]): `discord_api`
-//! ([`FakeDiscord`]: forum webhooks and bot REST), with its own tests
-//! (`discord_api_tests`).
+//! ([`FakeDiscord`]: forum webhooks and bot REST) and `slack_api`
+//! ([`FakeSlackApi`]: `chat.postMessage`), each with its own tests
+//! (`discord_api_tests`, `slack_api_tests`).
 
 #![allow(dead_code)]
 
@@ -34,12 +35,17 @@ mod discord_api;
 #[cfg(test)]
 mod discord_api_tests;
 mod slack;
+mod slack_api;
+#[cfg(test)]
+mod slack_api_tests;
 #[cfg(test)]
 mod tests;
 
 // For the thread tests; unused until they land.
 #[allow(unused_imports)]
 pub use discord_api::{DiscordMessage, DiscordThread, FakeDiscord};
+#[allow(unused_imports)]
+pub use slack_api::{FakeSlackApi, SlackMessage};
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
