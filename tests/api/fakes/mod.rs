@@ -22,14 +22,30 @@
 //!
 //! Files: this one (the server, the record, programmed answers, the
 //! webhook kind), `discord` and `slack` (how each of those kinds answers a
-//! normal request), `tests` (the fakes' own tests).
+//! normal request), `tests` (the fakes' own tests). The thread fakes are
+//! stateful worlds behind the same server ([`Responder`]): `discord_api`
+//! ([`FakeDiscord`]: forum webhooks and bot REST) and `slack_api`
+//! ([`FakeSlackApi`]: `chat.postMessage`), each with its own tests
+//! (`discord_api_tests`, `slack_api_tests`).
 
 #![allow(dead_code)]
 
 mod discord;
+mod discord_api;
+#[cfg(test)]
+mod discord_api_tests;
 mod slack;
+mod slack_api;
+#[cfg(test)]
+mod slack_api_tests;
 #[cfg(test)]
 mod tests;
+
+// For the thread tests; unused until they land.
+#[allow(unused_imports)]
+pub use discord_api::{DiscordMessage, DiscordThread, FakeDiscord};
+#[allow(unused_imports)]
+pub use slack_api::{FakeSlackApi, SlackMessage};
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
@@ -96,11 +112,27 @@ impl Received {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 enum Kind {
-    Discord { limit: u32, window: Duration },
-    Slack { limit: u32, window: Duration },
+    Discord {
+        limit: u32,
+        window: Duration,
+    },
+    Slack {
+        limit: u32,
+        window: Duration,
+    },
     Webhook,
+    /// A stateful fake (`discord_api`, `slack_api`).
+    Custom(Arc<dyn Responder>),
+}
+
+/// How a stateful fake answers a normal request (one not answered by
+/// `fail_next` or `always`). Called with the server's state locked, so the
+/// answer and the record stay in arrival order; it may use the state's rate
+/// windows ([`State::take`]).
+trait Responder: Send + Sync + 'static {
+    fn answer(&self, st: &mut State, rec: &Received) -> Canned;
 }
 
 #[derive(Debug, Clone)]
@@ -382,10 +414,11 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Full<By
         } else if let Some(c) = st.always.clone() {
             c
         } else {
-            match shared.kind {
-                Kind::Discord { limit, window } => discord(&mut st, &rec, limit, window),
-                Kind::Slack { limit, window } => slack(&mut st, &rec, limit, window),
+            match &shared.kind {
+                Kind::Discord { limit, window } => discord(&mut st, &rec, *limit, *window),
+                Kind::Slack { limit, window } => slack(&mut st, &rec, *limit, *window),
                 Kind::Webhook => canned(200, "{}", &[]),
+                Kind::Custom(r) => r.answer(&mut st, &rec),
             }
         };
         let mut rec = rec;
