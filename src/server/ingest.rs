@@ -43,6 +43,10 @@ const BUDGET_UNIT: u64 = 1024;
 /// sees a broken pipe instead of the 413. Discarding holds no memory.
 pub const DRAIN_MAX_BYTES: u64 = 16 * 1024 * 1024;
 
+/// While draining after a 413, how long the rest of the body may pause
+/// before the connection is closed.
+const DRAIN_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// What the ingest handler needs.
 pub(super) struct Ingest {
     shared: Arc<Shared>,
@@ -296,11 +300,13 @@ async fn read_body(
 async fn drain(mut body: Incoming, mut seen: u64, deadline: tokio::time::Instant) {
     let drained = tokio::time::timeout_at(deadline, async {
         while seen <= DRAIN_MAX_BYTES {
-            match body.frame().await {
-                Some(Ok(frame)) => {
+            // A client that sends nothing more (it waits for the answer
+            // first) is let go soon instead of at the body timeout.
+            match tokio::time::timeout(DRAIN_IDLE, body.frame()).await {
+                Ok(Some(Ok(frame))) => {
                     seen += frame.data_ref().map_or(0, |d| d.len() as u64);
                 }
-                Some(Err(_)) | None => return,
+                Ok(Some(Err(_)) | None) | Err(_) => return,
             }
         }
     })
