@@ -76,7 +76,15 @@ impl Relay {
         let mut config = Config::parse(&text, &path.display().to_string(), &base, env)
             .map_err(LoadError::Config)?;
         let sources = read_templates(&config.templates_dir)?;
-        let renderer = Renderer::new(&sources).map_err(LoadError::Templates)?;
+        let mut renderer = Renderer::new(&sources).map_err(LoadError::Templates)?;
+        let thread_names: Vec<(String, String)> = config
+            .targets
+            .iter()
+            .filter_map(|t| t.thread_name.clone().map(|n| (t.name.clone(), n)))
+            .collect();
+        renderer
+            .add_thread_names(&thread_names)
+            .map_err(LoadError::Templates)?;
         for (file, why) in renderer.ignored() {
             config.warnings.push(crate::config::ConfigError {
                 file: config.templates_dir.join(file).display().to_string(),

@@ -16,8 +16,11 @@
 pub mod backoff;
 pub mod classify;
 pub mod codes;
+mod conversation;
 pub mod decide;
 pub mod limiter;
+pub mod line;
+mod send;
 mod supervise;
 pub mod transport;
 pub mod worker;
@@ -107,7 +110,7 @@ pub async fn send_once(
     now_ms: i64,
 ) -> (Outcome, Option<Answer>) {
     if target.kind == TargetKind::Stdout {
-        worker::print_stdout(req);
+        send::print_stdout(req);
         return (Outcome::Delivered, None);
     }
     match transport.send(req, target.timeout).await {

@@ -19,15 +19,16 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, error, info, warn};
+use tracing::{Instrument, debug, error};
 
 use super::Context;
-use super::classify::{RateHints, rate_hints};
-use super::decide::{Row, Verdict, decide};
+use super::conversation::{self, Convs};
+use super::decide::decide;
 use super::limiter::TargetLimiter;
+use super::line::{self, Held, Next};
+use super::send::{self, Step, conclude, exchange, prepare, print_stdout, unrenderable};
 use crate::config::Target;
-use crate::event::Event;
-use crate::model::TargetKind;
+use crate::model::{TargetKind, Threads};
 use crate::store::{Committed, Op, PendingDelivery, StoreError};
 use crate::targets::{Body, OutgoingRequest};
 
@@ -40,6 +41,14 @@ const RESCAN: Duration = Duration::from_secs(5);
 
 /// Rows a worker reads at once (or its target's `batch`, if larger).
 const READ: u32 = 64;
+
+/// With threads, how many rows a worker may hold while looking past
+/// conversations that wait for a retry.
+const LINE_MAX: usize = 1024;
+
+/// With threads and `coalesce`, the most queued messages of one
+/// conversation offered to one coalesced message (Discord's 10 embeds).
+const COALESCE_MAX: usize = 10;
 
 /// Results a worker may have sent but not yet committed. Sends go on while
 /// earlier results wait for the store's next group commit, which matters
@@ -60,18 +69,6 @@ pub enum End {
     StoreClosed,
 }
 
-/// What an attempt leads to.
-enum Step {
-    /// Delivered or dead-lettered: record, go on with the next rows.
-    Done(Vec<Op>),
-    /// Try again later (each op is an [`Op::Retry`]); the rows stay first.
-    Retry(Vec<Op>),
-    /// The destination refuses the target: record, then stop.
-    Pause(Vec<Op>, String),
-    /// Shutting down; the rows stay pending.
-    Stop,
-}
-
 /// Runs the worker for `ctx.relay.config.targets[index]` until `stop`.
 /// `abort`: give up a send in flight (the shutdown deadline).
 pub async fn run(
@@ -88,27 +85,56 @@ pub async fn run(
     let mut rng = ctx.seed.map_or_else(fastrand::Rng::new, |s| {
         fastrand::Rng::with_seed(s.wrapping_add(index as u64))
     });
-    let mut line: VecDeque<PendingDelivery> = VecDeque::new();
+    let mut line: Vec<PendingDelivery> = Vec::new();
     let mut unconfirmed = Unconfirmed::new();
     let window = WINDOW.max(2 * target.batch);
     let read = READ.max(u32::try_from(target.batch).unwrap_or(READ));
+    let chat = target.bot.is_some() || target.threads == Threads::PerConversation;
+    let threaded = target.threads == Threads::PerConversation;
+    let group_max = if threaded && target.coalesce {
+        COALESCE_MAX
+    } else {
+        target.batch
+    };
+    let mut convs = Convs::default();
     // Highest id taken from the store; 0 rescans from the start (replays can
     // put old rows back).
     let mut cursor = 0i64;
     let mut rescanned = Instant::now();
+    // Whether the last read filled its batch (more rows may follow).
+    let mut more = false;
     let end = loop {
         if stop.is_cancelled() {
             break End::Stopped;
         }
-        if line.is_empty() {
-            if rescanned.elapsed() >= RESCAN {
-                cursor = 0;
-            }
-            // Rows past the cursor have no results yet; a rescan from the
-            // start must not see a row whose result is still uncommitted.
-            if cursor == 0 {
-                confirm(&mut unconfirmed).await;
-                rescanned = Instant::now();
+        let now = ctx.clock.now_ms();
+        let held: Vec<Held<'_>> = line
+            .iter()
+            .map(|d| Held {
+                conversation: d.conversation.as_deref().filter(|_| threaded),
+                due_at_ms: d.next_attempt_at_ms,
+            })
+            .collect();
+        let next = line::next(&held, now, threaded, group_max);
+        // Nothing held, or (with threads) nothing due among what is held
+        // while more rows wait in the store: read on.
+        let read_on = match &next {
+            Next::Empty => true,
+            Next::WaitUntil(_) => threaded && more && line.len() < LINE_MAX,
+            Next::Send(_) => false,
+        };
+        if read_on {
+            if line.is_empty() {
+                if rescanned.elapsed() >= RESCAN {
+                    cursor = 0;
+                }
+                // Rows past the cursor have no results yet; a rescan from
+                // the start must not see a row whose result is still
+                // uncommitted.
+                if cursor == 0 {
+                    confirm(&mut unconfirmed).await;
+                    rescanned = Instant::now();
+                }
             }
             let batch = match ctx.store.pending(&target.name, cursor, read, &filter).await {
                 Ok(b) => b,
@@ -121,49 +147,44 @@ pub async fn run(
                     }
                 }
             };
+            more = batch.len() >= read as usize;
             if batch.is_empty() {
-                if cursor != 0 {
+                if line.is_empty() && cursor != 0 {
                     cursor = 0;
                     continue;
                 }
-                tokio::select! {
-                    () = waker.notified() => {}
-                    () = tokio::time::sleep(RESCAN) => {}
-                    () = stop.cancelled() => break End::Stopped,
+                if line.is_empty() {
+                    tokio::select! {
+                        () = waker.notified() => {}
+                        () = tokio::time::sleep(RESCAN) => {}
+                        () = stop.cancelled() => break End::Stopped,
+                    }
                 }
                 continue;
             }
             cursor = batch.last().map_or(cursor, |d| d.id);
             line.extend(batch);
-        }
-        let Some(first) = line.front() else {
             continue;
-        };
-        let due_in = first.next_attempt_at_ms.saturating_sub(ctx.clock.now_ms());
-        if due_in > 0 {
-            tokio::select! {
-                biased;
-                () = tokio::time::sleep(Duration::from_millis(due_in.unsigned_abs())) => {}
-                // New rows queue behind this one; replays are read once the
-                // line is empty and the cursor starts over.
-                () = waker.notified() => {}
-                () = stop.cancelled() => break End::Stopped,
+        }
+        let indices = match next {
+            Next::Send(indices) => indices,
+            Next::WaitUntil(at) => {
+                let due_in = at.saturating_sub(now).max(1);
+                tokio::select! {
+                    biased;
+                    () = tokio::time::sleep(Duration::from_millis(due_in.unsigned_abs())) => {}
+                    // New rows queue behind; with threads they may be due.
+                    () = waker.notified() => { more = true; }
+                    () = stop.cancelled() => break End::Stopped,
+                }
+                continue;
             }
-            continue;
-        }
-        // The rows that go now: the first, and for a batching target the
-        // due rows right after it.
-        let now = ctx.clock.now_ms();
-        let take = line
-            .iter()
-            .take(target.batch)
-            .take_while(|d| d.next_attempt_at_ms <= now)
-            .count()
-            .max(1);
+            Next::Empty => continue,
+        };
         // Bounds what a crash can repeat: the rows sent whose results are
         // not yet on disk stay within `window`.
-        settle(&mut unconfirmed, window.saturating_sub(take)).await;
-        let group = &line.make_contiguous()[..take];
+        settle(&mut unconfirmed, window.saturating_sub(indices.len())).await;
+        let group: Vec<&PendingDelivery> = indices.iter().map(|&i| &line[i]).collect();
         let span = tracing::info_span!(
             "delivery",
             target_name = %target.name,
@@ -171,21 +192,39 @@ pub async fn run(
             delivery = group[0].id,
             attempt = group[0].attempts + 1
         );
-        let step = attempt(&ctx, target, &mut limiter, &mut rng, group, &stop, &abort)
+        let step = if chat {
+            conversation::attempt(
+                &ctx,
+                target,
+                &mut limiter,
+                &mut rng,
+                &group,
+                &mut convs,
+                &stop,
+                &abort,
+            )
             .instrument(span)
-            .await;
+            .await
+        } else {
+            attempt(&ctx, target, &mut limiter, &mut rng, &group, &stop, &abort)
+                .instrument(span)
+                .await
+        };
         let recorded = match step {
             Step::Done(ops) => {
-                line.drain(..ops.len().min(line.len()));
+                let done: Vec<i64> = ops.iter().filter_map(op_id).collect();
+                line.retain(|r| !done.contains(&r.id));
                 record_later(&ctx, ops, &mut unconfirmed).await
             }
             Step::Retry(ops) => {
-                for (row, op) in line.iter_mut().zip(&ops) {
+                for op in &ops {
                     if let Op::Retry {
+                        id,
                         attempts,
                         next_attempt_at_ms,
                         ..
                     } = op
+                        && let Some(row) = line.iter_mut().find(|r| r.id == *id)
                     {
                         row.attempts = *attempts;
                         row.next_attempt_at_ms = *next_attempt_at_ms;
@@ -264,7 +303,7 @@ async fn attempt(
     target: &Target,
     limiter: &mut TargetLimiter,
     rng: &mut fastrand::Rng,
-    group: &[PendingDelivery],
+    group: &[&PendingDelivery],
     stop: &CancellationToken,
     abort: &CancellationToken,
 ) -> Step {
@@ -274,35 +313,17 @@ async fn attempt(
     for d in group {
         match prepare(ctx, target, d) {
             Ok(r) => reqs.push(r),
-            Err(reason) if reqs.is_empty() => {
-                error!(target_name = %target.name, route = %d.route, delivery = d.id, error = %reason, "cannot render; dead-lettered");
-                ctx.metrics.delivery(&target.name, "dead_lettered");
-                return Step::Done(vec![Op::Dead {
-                    id: d.id,
-                    attempts: d.attempts + 1,
-                    status: None,
-                    error: reason,
-                }]);
-            }
+            Err(reason) if reqs.is_empty() => return unrenderable(ctx, target, d, reason),
             Err(_) => break,
         }
     }
     let group = &group[..reqs.len()];
-    let first = &group[0];
-    let rows: Vec<Row> = group
-        .iter()
-        .map(|d| Row {
-            id: d.id,
-            attempts: d.attempts,
-            queued_at_ms: d.queued_at_ms,
-        })
-        .collect();
+    let rows = send::rows(group);
     let req = combine(reqs, target.batch > 1);
-    let metrics = &ctx.metrics;
     if target.kind == TargetKind::Stdout {
         print_stdout(&req);
         for _ in group {
-            metrics.delivery(&target.name, "delivered");
+            ctx.metrics.delivery(&target.name, "delivered");
         }
         return Step::Done(
             rows.iter()
@@ -314,98 +335,26 @@ async fn attempt(
                 .collect(),
         );
     }
-    match limiter.wait(stop).await {
-        None => return Step::Stop,
-        Some(true) => metrics.rate_limited(&target.name, "local"),
-        Some(false) => {}
-    }
-    let started = Instant::now();
-    let result = tokio::select! {
-        r = ctx.transport.send(&req, target.timeout) => r,
-        () = abort.cancelled() => {
-            warn!(target_name = %target.name, delivery = first.id, rows = rows.len(), "send abandoned at the shutdown deadline; it stays queued");
-            return Step::Stop;
-        }
-    };
-    let latency = started.elapsed();
-    metrics.observe_send(&target.name, latency);
-    let now = ctx.clock.now_ms();
-    let hints = match &result {
-        Ok(answer) => {
-            let hints = rate_hints(answer, now, target.retry.max_backoff);
-            limiter.observe(answer.status, &hints);
-            if answer.status == 429 {
-                metrics.rate_limited(&target.name, "remote");
-            }
-            hints
-        }
-        Err(_) => RateHints::default(),
+    let Some(x) = exchange(ctx, target, limiter, &req, stop, abort).await else {
+        return Step::Stop;
     };
     let d = decide(
         target.kind,
         &target.retry,
-        result.as_ref(),
-        &hints,
+        x.result.as_ref(),
+        &x.hints,
         &rows,
-        now,
+        x.now_ms,
         rng,
     );
-    let (name, route, id, attempt_no, n) = (
-        target.name.as_str(),
-        first.route.as_str(),
-        first.id,
-        first.attempts + 1,
-        rows.len(),
-    );
-    let status = d.status.unwrap_or(0);
-    match d.verdict {
-        Verdict::Delivered => {
-            let latency_ms = latency.as_secs_f64() * 1000.0;
-            let e2e_ms = now - first.received_at_ms;
-            info!(
-                target_name = name,
-                route,
-                delivery = id,
-                attempt = attempt_no,
-                status,
-                rows = n,
-                latency_ms,
-                e2e_ms,
-                "delivered"
-            );
-            for d in group {
-                metrics.delivered(&target.name, (now - d.received_at_ms).max(0));
-            }
-            Step::Done(d.ops)
-        }
-        Verdict::Retry { delay, reason } => {
-            warn!(target_name = name, route, delivery = id, attempt = attempt_no, status, rows = n, delay_ms = delay.as_millis() as u64, error = %reason, "retrying");
-            for _ in group {
-                metrics.delivery(&target.name, "retried");
-            }
-            Step::Retry(d.ops)
-        }
-        Verdict::Dead { reason, gave_up } => {
-            let what = if gave_up {
-                "giving up; dead-lettered"
-            } else {
-                "rejected; dead-lettered"
-            };
-            error!(target_name = name, route, delivery = id, attempt = attempt_no, status, rows = n, error = %reason, "{what}");
-            for _ in group {
-                metrics.delivery(&target.name, "dead_lettered");
-            }
-            Step::Done(d.ops)
-        }
-        // Without a thread to replace, a channel that is gone pauses the
-        // target like any refusal.
-        Verdict::ThreadGone { reason } | Verdict::Pause { reason } => {
-            error!(
-                target_name = name, route, delivery = id, status, error = %reason,
-                "target paused: the destination refuses this target (gone, or its credentials are refused); deliveries stay queued until the config changes (fix it, then reload)"
-            );
-            Step::Pause(d.ops, reason)
-        }
+    conclude(ctx, target, group, d, x.latency, x.now_ms)
+}
+
+/// The row an op is about.
+fn op_id(op: &Op) -> Option<i64> {
+    match op {
+        Op::Delivered { id, .. } | Op::Retry { id, .. } | Op::Dead { id, .. } => Some(*id),
+        _ => None,
     }
 }
 
@@ -428,28 +377,4 @@ fn combine(mut reqs: Vec<OutgoingRequest>, batching: bool) -> OutgoingRequest {
     let mut first = reqs.swap_remove(0);
     first.body = Body::Json(serde_json::Value::Array(bodies));
     first
-}
-
-/// The request for `d`; an error (stored event unreadable, template fails)
-/// is permanent.
-fn prepare(ctx: &Context, target: &Target, d: &PendingDelivery) -> Result<OutgoingRequest, String> {
-    let value: serde_json::Value =
-        serde_json::from_str(&d.body).map_err(|e| format!("stored event is not JSON: {e}"))?;
-    let event = Event::from_value(value, d.timestamp_ms)
-        .map_err(|e| format!("stored event is invalid: {e}"))?;
-    ctx.relay
-        .prepare_for(target, d.template.as_deref(), event.value())
-        .map_err(|e| e.to_string())
-}
-
-/// The `stdout` target: the rendered message, then a blank line.
-pub(super) fn print_stdout(req: &OutgoingRequest) {
-    use std::io::Write;
-    let text = match &req.body {
-        Body::Text(t) => t.clone(),
-        Body::Json(v) => v.to_string(),
-    };
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{text}\n");
-    let _ = out.flush();
 }

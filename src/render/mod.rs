@@ -187,6 +187,41 @@ impl Renderer {
         }
     }
 
+    /// Compiles each target's `thread_name` (Handlebars, plain text), as
+    /// `(target, source)`.
+    pub fn add_thread_names(
+        &mut self,
+        names: &[(String, String)],
+    ) -> Result<(), Vec<TemplateError>> {
+        let mut errors = Vec::new();
+        if let Some(reg) = self.registries.get_mut(&Mode::Plain) {
+            for (target, source) in names {
+                if let Err(e) = reg.register_template_string(&thread_name_key(target), source) {
+                    let (line, column) = e.pos().unwrap_or((1, 1));
+                    errors.push(TemplateError {
+                        file: format!("thread_name of target `{target}`"),
+                        line,
+                        column,
+                        reason: e.reason().to_string(),
+                    });
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// The thread name of `target` for `event`, if the target has one.
+    pub fn render_thread_name(&self, target: &str, event: &Value) -> Option<String> {
+        self.registries
+            .get(&Mode::Plain)?
+            .render(&thread_name_key(target), event)
+            .ok()
+    }
+
     /// The `.hbs` files ignored because their name fits no pattern, with
     /// why (for `check`'s warnings).
     pub fn ignored(&self) -> &[(String, String)] {
@@ -359,6 +394,11 @@ fn modes_for(stem: &str) -> Vec<Mode> {
         [_] => vec![Mode::DiscordText, Mode::SlackText, Mode::Plain],
         _ => vec![],
     }
+}
+
+/// Where a target's thread name is registered (no file name has a `/`).
+fn thread_name_key(target: &str) -> String {
+    format!("thread_name/{target}")
 }
 
 /// Why a template stem fits no pattern (`NAME`, `NAME.<kind>`,
