@@ -26,3 +26,4 @@ mod reload;
 mod rendering;
 mod retry_timing;
 mod store_ops;
+mod threads;

@@ -1,0 +1,1 @@
+//! Discord and Slack bots with `threads: per_conversation`.
