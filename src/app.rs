@@ -240,6 +240,79 @@ impl Relay {
     }
 }
 
+/// A request a delivery would make, labelled for `render` and `check`.
+#[derive(Debug)]
+pub struct Preview {
+    /// `None` for a plain delivery; with threads, `"create"` (the first
+    /// message of a conversation) or `"reply"` (a later one); for a bot
+    /// without threads, `"channel"`.
+    pub thread: Option<&'static str>,
+    pub request: OutgoingRequest,
+}
+
+/// The thread id shown in previews of a later message.
+pub const PREVIEW_THREAD: &str = "THREAD_ID";
+
+impl Relay {
+    /// The request(s) `target` gets for `event` with `template`: one, or
+    /// for a threaded target the first message of a conversation and a
+    /// later one. A Discord bot's channel is assumed to be a forum (in a
+    /// text channel the first message is posted, then a thread started
+    /// from it).
+    pub fn previews(
+        &self,
+        target: &Target,
+        template: Option<&str>,
+        event: &Value,
+    ) -> Result<Vec<Preview>, PrepareError> {
+        use crate::model::Threads;
+        use crate::targets::chat::{self, ChannelKind, Step};
+        let req = self.prepare_for(target, template, event)?;
+        let threaded = target.threads == Threads::PerConversation
+            && event.pointer("/data/session_id").is_some_and(|s| s.is_string());
+        if target.bot.is_none() && !threaded {
+            return Ok(vec![Preview {
+                thread: None,
+                request: req,
+            }]);
+        }
+        let body = match req.body {
+            crate::targets::Body::Json(v) => v,
+            crate::targets::Body::Text(t) => Value::String(t),
+        };
+        let steps = if threaded {
+            let name = chat::thread_name(
+                &self
+                    .renderer
+                    .render_thread_name(&target.name, event)
+                    .unwrap_or_default(),
+            );
+            vec![
+                ("create", Step::Create { name }),
+                (
+                    "reply",
+                    Step::Reply {
+                        thread: PREVIEW_THREAD.into(),
+                    },
+                ),
+            ]
+        } else {
+            vec![("channel", Step::Channel)]
+        };
+        steps
+            .into_iter()
+            .map(|(label, step)| {
+                chat::request(target, body.clone(), &step, Some(ChannelKind::Forum))
+                    .map(|request| Preview {
+                        thread: Some(label),
+                        request,
+                    })
+                    .map_err(|e| PrepareError::Build(BuildError::Invalid(e)))
+            })
+            .collect()
+    }
+}
+
 /// Reads every `*.hbs` file in `dir` (not recursive), sorted by name.
 fn read_templates(dir: &Path) -> Result<Vec<TemplateSource>, LoadError> {
     let err = |source| LoadError::ReadTemplates {

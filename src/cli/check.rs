@@ -64,7 +64,9 @@ pub(super) fn run(relay: &Relay, events: Option<&Path>) -> ExitCode {
         for d in cfg.router.route_all(event.value()) {
             let route = &cfg.router.routes()[d.route];
             let target = &cfg.targets[d.target];
-            match relay.prepare(d, event.value()) {
+            // With threads, both the first message of a conversation and a
+            // later one must build.
+            match relay.previews(target, route.template.as_deref(), event.value()) {
                 Ok(_) => rendered += 1,
                 Err(e) => failures.push(format!(
                     "{name}: route `{}` → target `{}`: {e}",

@@ -61,13 +61,18 @@ pub(super) fn run(relay: &Relay, path: &Path, as_json: bool) -> ExitCode {
     for d in decisions {
         let route = &relay.config.router.routes()[d.route];
         let target = &relay.config.targets[d.target];
-        match relay.prepare(d, event.value()) {
-            Ok(req) => {
-                let j = delivery_json(&route.name, target, &req);
-                if as_json {
-                    let _ = writeln!(stdout, "{j}");
-                } else {
-                    let _ = write_human(&mut stdout, &j);
+        match relay.previews(target, route.template.as_deref(), event.value()) {
+            Ok(previews) => {
+                for p in previews {
+                    let mut j = delivery_json(&route.name, target, &p.request);
+                    if let Some(thread) = p.thread {
+                        j["thread"] = Value::String(thread.into());
+                    }
+                    if as_json {
+                        let _ = writeln!(stdout, "{j}");
+                    } else {
+                        let _ = write_human(&mut stdout, &j);
+                    }
                 }
             }
             Err(e) => {
@@ -93,9 +98,15 @@ fn write_human(out: &mut impl Write, j: &Value) -> std::io::Result<()> {
     } else {
         ""
     };
+    let thread = match j.get("thread").and_then(Value::as_str) {
+        Some("create") => "  — first message of a conversation: creates its thread",
+        Some("reply") => "  — later message of the conversation: into its thread",
+        Some("channel") => "  — to the channel",
+        _ => "",
+    };
     writeln!(
         out,
-        "── route {} → target {} ({}){disabled}",
+        "── route {} → target {} ({}){disabled}{thread}",
         s("route"),
         s("target"),
         s("kind")
