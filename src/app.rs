@@ -269,7 +269,9 @@ impl Relay {
         use crate::targets::chat::{self, ChannelKind, Step};
         let req = self.prepare_for(target, template, event)?;
         let threaded = target.threads == Threads::PerConversation
-            && event.pointer("/data/session_id").is_some_and(|s| s.is_string());
+            && event
+                .pointer("/data/session_id")
+                .is_some_and(|s| s.is_string());
         if target.bot.is_none() && !threaded {
             return Ok(vec![Preview {
                 thread: None,

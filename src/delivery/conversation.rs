@@ -43,6 +43,9 @@ pub(super) struct Convs {
     /// Discord bots: the pacing of each thread (Discord limits per route
     /// and channel); the worker's own limiter is the target's whole.
     buckets: HashMap<String, TargetLimiter>,
+    /// A Discord webhook that turned out not to be a forum's (220003):
+    /// threads are not possible, messages go to its channel.
+    no_threads: bool,
 }
 
 /// One attempt at `group` (one conversation's due rows, in order; or one
@@ -70,7 +73,7 @@ pub(super) async fn attempt(
     let conversation = group[0]
         .conversation
         .clone()
-        .filter(|_| target.threads == Threads::PerConversation);
+        .filter(|_| target.threads == Threads::PerConversation && !convs.no_threads);
     let (mut body, n) = if conversation.is_some() && target.coalesce {
         chat::coalesce(target.kind, &bodies)
     } else {
@@ -164,6 +167,17 @@ pub(super) async fn attempt(
         x.now_ms,
         rng,
     );
+    // Threads on a webhook whose channel is not a forum: safe either way,
+    // the messages go to the channel instead (and the target keeps going).
+    let not_a_forum = x
+        .result
+        .as_ref()
+        .is_ok_and(|a| super::codes::discord_code(a) == Some(220003));
+    if not_a_forum && target.bot.is_none() && matches!(step, ChatStep::Create { .. }) {
+        warn!(target_name = %target.name, "this Discord webhook is not in a forum channel, so it cannot start threads: its messages go to the channel instead (use a forum channel's webhook, or a bot, for a thread per conversation)");
+        convs.no_threads = true;
+        return Step::Retry(d.ops);
+    }
     match (&d.verdict, &conversation, &step) {
         (Verdict::Delivered, Some(c), ChatStep::Create { name }) => {
             let answer = x.result.as_ref().map(|a| a.body.as_str()).unwrap_or("");

@@ -7,6 +7,7 @@
 //! channel, a Slack bot); shared helpers here.
 
 mod bots;
+mod fallback;
 mod forum;
 
 use serde_json::{Value, json};
