@@ -272,7 +272,8 @@ impl Relay {
             && event
                 .pointer("/data/session_id")
                 .is_some_and(|s| s.is_string());
-        if target.bot.is_none() && !threaded {
+        // A disabled target has no URL or token to address: its body alone.
+        if (target.bot.is_none() && !threaded) || !target.enabled {
             return Ok(vec![Preview {
                 thread: None,
                 request: req,

@@ -457,6 +457,7 @@ fn the_container_config_keeps_the_console_off_unless_crisp_console_is_true() {
         targets(&[
             ("team-discord", true),
             ("support-slack", true),
+            ("support-slack-bot", true),
             ("console", true)
         ])
     );
@@ -465,6 +466,7 @@ fn the_container_config_keeps_the_console_off_unless_crisp_console_is_true() {
         targets(&[
             ("team-discord", true),
             ("support-slack", true),
+            ("support-slack-bot", true),
             ("console", false)
         ])
     );
@@ -487,6 +489,7 @@ fn the_quick_start_config_keeps_the_console_on_unless_crisp_console_is_false() {
         targets(&[
             ("team-discord", true),
             ("support-slack", true),
+            ("support-slack-bot", true),
             ("console", false)
         ])
     );
@@ -495,6 +498,7 @@ fn the_quick_start_config_keeps_the_console_on_unless_crisp_console_is_false() {
         targets(&[
             ("team-discord", true),
             ("support-slack", true),
+            ("support-slack-bot", true),
             ("console", true)
         ])
     );

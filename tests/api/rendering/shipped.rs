@@ -71,11 +71,40 @@ fn shipped_config_sends_visitor_messages_to_discord_slack_and_console() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    let targets: Vec<&str> = lines
+    let targets: Vec<(&str, &str)> = lines
         .iter()
-        .map(|d| d["target"].as_str().unwrap())
+        .map(|d| {
+            (
+                d["target"].as_str().unwrap(),
+                d["thread"].as_str().unwrap_or("-"),
+            )
+        })
         .collect();
-    assert_eq!(targets, ["team-discord", "support-slack", "console"]);
+    // The Discord target keeps a thread per conversation: its first message
+    // creates the thread (named after the visitor), a later one goes in it.
+    // The Slack bot has no token set: disabled, its body alone.
+    assert_eq!(
+        targets,
+        [
+            ("team-discord", "create"),
+            ("team-discord", "reply"),
+            ("support-slack", "-"),
+            ("support-slack-bot", "-"),
+            ("console", "-")
+        ]
+    );
+    assert_eq!(lines[0]["body"]["thread_name"], "visitor493603 · Chat");
+    assert!(
+        lines[1]["url"]
+            .as_str()
+            .is_some_and(|u| u.ends_with("thread_id=THREAD_ID")),
+        "{}",
+        lines[1]
+    );
+    let lines: Vec<Value> = lines
+        .into_iter()
+        .filter(|d| d["thread"] != "reply" && d["target"] != "support-slack-bot")
+        .collect();
     let discord = &lines[0]["body"];
     assert_eq!(discord["username"], "Crisp", "the target's username");
     let embed = &discord["embeds"][0];
