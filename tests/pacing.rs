@@ -112,3 +112,102 @@ async fn slack_200_messages_at_1_per_second_with_the_default_quota() {
         "{rate_limited} requests answered 429 at (request index, seq) {where_429:?}"
     );
 }
+
+/// A visitor's message `msg <seq>` in conversation `conv`.
+fn conv_message(conv: usize, seq: usize) -> String {
+    serde_json::json!({
+        "website_id": "w1",
+        "event": "message:send",
+        "data": {
+            "website_id": "w1",
+            "session_id": format!("session_{conv}"),
+            "type": "text",
+            "content": format!("msg {seq}"),
+            "from": "user",
+            "origin": "chat",
+            "user": {"nickname": format!("visitor {conv}")},
+        },
+        "timestamp": 1_748_952_083_417_i64,
+    })
+    .to_string()
+}
+
+/// With threads on, at Discord's real limit for a forum webhook (5 per 2 s,
+/// shared by all its threads): 20 conversations × 5 messages, interleaved,
+/// each thread complete and in order, and no 429 — with coalescing off (one
+/// request per message: 100 requests) and on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn threads_at_discords_real_limit_get_no_429() {
+    const CONVS: usize = 20;
+    const EACH: usize = 5;
+    for coalesce in [false, true] {
+        let fake = fakes::FakeDiscord::start("t", 5, Duration::from_secs(2)).await;
+        fake.add_forum_channel("1200000000000000001");
+        let url = fake.add_webhook("1300000000000000001", "tok", "1200000000000000001");
+        let work = Workdir::new(&config_with(&format!(
+            "targets:\n  forum: {{kind: discord, url: \"{url}\", threads: per_conversation, coalesce: {coalesce}}}\n\
+             routes:\n  - name: visitor-messages\n    match: {{event: \"message:send\"}}\n    to: [forum]\n    template: visitor_message\n"
+        )));
+        let app = TestApp::spawn_in(work, &[]).await;
+        let mut seq = 0;
+        for _ in 0..EACH {
+            for conv in 0..CONVS {
+                assert_eq!(app.post_event(conv_message(conv, seq)).await.status(), 200);
+                seq += 1;
+            }
+        }
+        let started = Instant::now();
+        let all = |fake: &fakes::FakeDiscord| -> Vec<(String, Vec<usize>)> {
+            fake.threads()
+                .into_iter()
+                .map(|t| {
+                    let text: String = t.messages.iter().map(|m| m.body.to_string()).collect();
+                    let seqs = text
+                        .match_indices("msg ")
+                        .filter_map(|(at, _)| {
+                            text[at + 4..]
+                                .chars()
+                                .take_while(char::is_ascii_digit)
+                                .collect::<String>()
+                                .parse()
+                                .ok()
+                        })
+                        .collect();
+                    (t.name, seqs)
+                })
+                .collect()
+        };
+        while all(&fake).iter().map(|(_, s)| s.len()).sum::<usize>() < CONVS * EACH {
+            assert!(
+                started.elapsed() < Duration::from_secs(180),
+                "coalesce {coalesce}: not all delivered; logs:\n{}",
+                app.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let threads = all(&fake);
+        assert_eq!(threads.len(), CONVS, "coalesce {coalesce}");
+        for (name, seqs) in &threads {
+            let conv: usize = name
+                .trim_start_matches("visitor ")
+                .split(' ')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+            let want: Vec<usize> = (0..EACH).map(|i| conv + CONVS * i).collect();
+            assert_eq!(seqs, &want, "coalesce {coalesce}: thread {name}");
+        }
+        let requests = fake.received().len();
+        println!(
+            "threads, coalesce {coalesce}: {} messages in {CONVS} threads with {requests} requests in {:.1} s, {} answered 429",
+            CONVS * EACH,
+            started.elapsed().as_secs_f64(),
+            fake.count_status(429)
+        );
+        assert_eq!(fake.count_status(429), 0, "coalesce {coalesce}");
+        if !coalesce {
+            assert_eq!(requests, CONVS * EACH);
+        }
+    }
+}
