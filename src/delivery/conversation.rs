@@ -46,7 +46,13 @@ pub(super) struct Convs {
     /// A Discord webhook that turned out not to be a forum's (220003):
     /// threads are not possible, messages go to its channel.
     no_threads: bool,
+    /// Discord bots: the global limit over all their threads' buckets.
+    global: Option<TargetLimiter>,
 }
+
+/// Discord's global limit for a bot: requests per second, all routes
+/// (research: two-way.md §3(b)).
+const DISCORD_BOT_GLOBAL: u32 = 50;
 
 /// One attempt at `group` (one conversation's due rows, in order; or one
 /// row without a conversation).
@@ -240,6 +246,24 @@ pub(super) async fn attempt(
             convs.replacing.insert(c.clone());
             return Step::Retry(d.ops);
         }
+        // Posting reopened an archived thread.
+        (Verdict::Delivered, Some(c), ChatStep::Reply { thread }) => {
+            let archived = convs
+                .threads
+                .get(c)
+                .cloned()
+                .flatten()
+                .is_some_and(|t| t.state == ThreadState::Archived);
+            if archived {
+                let open = ThreadRef {
+                    thread: thread.clone(),
+                    state: ThreadState::Open,
+                };
+                if let Err(step) = set_thread(ctx, target, c, Some(open), convs).await {
+                    return step;
+                }
+            }
+        }
         _ => {}
     }
     let delivered = matches!(d.verdict, Verdict::Delivered);
@@ -313,6 +337,18 @@ async fn step_once(
     };
     let x = match bucket {
         Some(b) => {
+            // Discord's global limit for a bot (50 requests per second, all
+            // routes), then the thread's own bucket.
+            let global = convs.global.get_or_insert_with(|| {
+                TargetLimiter::new(Some(crate::model::RateLimit {
+                    requests: DISCORD_BOT_GLOBAL,
+                    per: std::time::Duration::from_secs(1),
+                    burst: DISCORD_BOT_GLOBAL,
+                }))
+            });
+            if global.wait(stop).await.is_none() {
+                return Err(Step::Stop);
+            }
             let rate = target.rate_limit;
             let l = convs
                 .buckets
