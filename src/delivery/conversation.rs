@@ -126,18 +126,7 @@ pub(super) async fn attempt(
                     return step;
                 }
             }
-            Ok(Err(x)) => {
-                let d = decide(
-                    target.kind,
-                    &target.retry,
-                    x.result.as_ref(),
-                    &x.hints,
-                    &rows,
-                    x.now_ms,
-                    rng,
-                );
-                return conclude(ctx, target, group, d, x.latency, x.now_ms);
-            }
+            Ok(Err(x)) => return refused(ctx, target, group, x, rng),
             Err(step) => return step,
         }
     }
@@ -149,6 +138,18 @@ pub(super) async fn attempt(
             .cloned()
             .flatten(),
     ) {
+        // Without a conversation: the channel, or in a forum (where every
+        // message is a post) a post of its own, named after the event.
+        (None, _) if target.threads == Threads::PerConversation => {
+            match in_a_forum(ctx, target, limiter, convs, stop, abort).await {
+                Ok(Ok(true)) => ChatStep::Create {
+                    name: lone_name(group[0]),
+                },
+                Ok(Ok(false)) => ChatStep::Channel,
+                Ok(Err(x)) => return refused(ctx, target, group, x, rng),
+                Err(step) => return step,
+            }
+        }
         (None, _) => ChatStep::Channel,
         (Some(_), Some(t)) => ChatStep::Reply { thread: t.thread },
         (Some(c), None) => {
@@ -304,23 +305,10 @@ async fn step_once(
     stop: &CancellationToken,
     abort: &CancellationToken,
 ) -> Result<Result<Exchanged, Exchanged>, Step> {
-    let needs_kind = matches!(step, ChatStep::Create { .. });
-    if let (Some(bot), TargetKind::Discord, true, None) =
-        (&target.bot, target.kind, needs_kind, convs.channel)
+    if matches!(step, ChatStep::Create { .. })
+        && let Some(x) = learn_channel(ctx, target, limiter, convs, stop, abort).await?
     {
-        let x = exchange(ctx, target, limiter, &chat::channel_info(bot), stop, abort)
-            .await
-            .ok_or(Step::Stop)?;
-        match x
-            .result
-            .as_ref()
-            .ok()
-            .filter(|a| (200..300).contains(&a.status))
-            .and_then(|a| ChannelKind::from_answer(&a.body))
-        {
-            Some(kind) => convs.channel = Some(kind),
-            None => return Ok(Err(x)),
-        }
+        return Ok(Err(x));
     }
     let req = match chat::request(target, body, step, convs.channel) {
         Ok(r) => r,
@@ -365,6 +353,90 @@ async fn step_once(
         .is_ok_and(|a| (200..300).contains(&a.status))
         && !slack_refused(target, &x);
     Ok(if ok { Ok(x) } else { Err(x) })
+}
+
+/// A Discord bot's channel kind, asked once (`GET /channels/{id}`) and
+/// kept: `Ok(None)` known (or not a Discord bot), `Ok(Some)` the answer that
+/// did not tell, `Err` stopped.
+async fn learn_channel(
+    ctx: &Context,
+    target: &Target,
+    limiter: &mut TargetLimiter,
+    convs: &mut Convs,
+    stop: &CancellationToken,
+    abort: &CancellationToken,
+) -> Result<Option<Exchanged>, Step> {
+    let (Some(bot), TargetKind::Discord, None) = (&target.bot, target.kind, convs.channel) else {
+        return Ok(None);
+    };
+    let x = exchange(ctx, target, limiter, &chat::channel_info(bot), stop, abort)
+        .await
+        .ok_or(Step::Stop)?;
+    match x
+        .result
+        .as_ref()
+        .ok()
+        .filter(|a| (200..300).contains(&a.status))
+        .and_then(|a| ChannelKind::from_answer(&a.body))
+    {
+        Some(kind) => {
+            convs.channel = Some(kind);
+            Ok(None)
+        }
+        None => Ok(Some(x)),
+    }
+}
+
+/// Whether the threaded target's messages go to a forum, where a message
+/// without a conversation needs a post of its own: a Discord webhook with
+/// threads (until it turns out not to be a forum's), a Discord bot whose
+/// channel is a forum.
+async fn in_a_forum(
+    ctx: &Context,
+    target: &Target,
+    limiter: &mut TargetLimiter,
+    convs: &mut Convs,
+    stop: &CancellationToken,
+    abort: &CancellationToken,
+) -> Result<Result<bool, Exchanged>, Step> {
+    Ok(Ok(match (&target.bot, target.kind) {
+        (None, TargetKind::Discord) => !convs.no_threads,
+        (Some(_), TargetKind::Discord) => {
+            if let Some(x) = learn_channel(ctx, target, limiter, convs, stop, abort).await? {
+                return Ok(Err(x));
+            }
+            convs.channel == Some(ChannelKind::Forum)
+        }
+        _ => false,
+    }))
+}
+
+/// What a refused answer means for `group`, recorded.
+fn refused(
+    ctx: &Context,
+    target: &Target,
+    group: &[&PendingDelivery],
+    x: Exchanged,
+    rng: &mut fastrand::Rng,
+) -> Step {
+    let rows = send::rows(group);
+    let d = decide(
+        target.kind,
+        &target.retry,
+        x.result.as_ref(),
+        &x.hints,
+        &rows,
+        x.now_ms,
+        rng,
+    );
+    conclude(ctx, target, group, d, x.latency, x.now_ms)
+}
+
+/// The name of a forum post for an event without a conversation: the
+/// event's name (`people:profile:created`).
+fn lone_name(d: &PendingDelivery) -> String {
+    let event: Value = serde_json::from_str(&d.body).unwrap_or(Value::Null);
+    chat::thread_name(event.get("event").and_then(Value::as_str).unwrap_or(""))
 }
 
 /// A Slack Web API answer of 200 that says `"ok": false`.

@@ -222,6 +222,8 @@ struct World {
     channels: Vec<Channel>,
     webhooks: Vec<Webhook>,
     next_id: u64,
+    /// Channels and threads whose posts answer 500 (a failing shard).
+    failing: Vec<String>,
 }
 
 /// The message object of an answer (`message.mdx` §Message Object).
@@ -305,6 +307,9 @@ impl World {
         webhook_id: Option<&str>,
         id: Option<String>,
     ) -> Result<DiscordMessage, Reject> {
+        if self.failing.iter().any(|f| f == channel_id) {
+            return Err(error(500, 0, "500: Internal Server Error"));
+        }
         let ch = self.live(channel_id).ok_or_else(unknown_channel)?;
         if ch.kind == GUILD_FORUM {
             return Err(error(
@@ -443,6 +448,7 @@ impl FakeDiscord {
                 channels: Vec::new(),
                 webhooks: Vec::new(),
                 next_id: 1_300_000_000_000_000_000,
+                failing: Vec::new(),
             }),
         });
         let server = FakeServer::start(Kind::Custom(api.clone())).await;
@@ -565,6 +571,16 @@ impl FakeDiscord {
     /// Archives a thread (as inactivity would); a post unarchives it.
     pub fn archive_thread(&self, id: &str) {
         self.with_thread(id, |t| t.archived = true);
+    }
+
+    /// Posts into channel or thread `id` answer 500 from now on (`true`), as
+    /// a failing Discord shard would, or succeed again (`false`).
+    pub fn fail_posts_in(&self, id: &str, failing: bool) {
+        let mut w = self.api.world();
+        w.failing.retain(|f| f != id);
+        if failing {
+            w.failing.push(id.to_string());
+        }
     }
 
     /// The next `n` requests get `status` with Discord's `{code, message}`.
