@@ -3,10 +3,13 @@
 //! conversation's messages in its own thread, in order; threads found again
 //! after a restart; a deleted thread replaced with nothing lost.
 //!
-//! Files: `forum` (a Discord forum webhook), `bots` (a Discord bot in a text
-//! channel, a Slack bot); shared helpers here.
+//! Files: `forum` (a Discord forum webhook), `bots` (Discord bots in a text
+//! and a forum channel, Slack bots), `crash` (killed while creating a
+//! thread), `fallback` (a webhook that is not a forum's); shared helpers
+//! here.
 
 mod bots;
+mod crash;
 mod fallback;
 mod forum;
 
