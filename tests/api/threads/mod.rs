@@ -5,13 +5,14 @@
 //!
 //! Files: `forum` (a Discord forum webhook), `bots` (Discord bots in a text
 //! and a forum channel, Slack bots), `crash` (killed while creating a
-//! thread), `fallback` (a webhook that is not a forum's); shared helpers
-//! here.
+//! thread), `fallback` (a webhook that is not a forum's), `shipped` (the shipped
+//! config and templates); shared helpers here.
 
 mod bots;
 mod crash;
 mod fallback;
 mod forum;
+mod shipped;
 
 use serde_json::{Value, json};
 
