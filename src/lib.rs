@@ -25,6 +25,7 @@ pub mod render;
 pub mod routing;
 pub mod secret;
 pub mod server;
+pub mod signing;
 pub mod store;
 mod suggest;
 pub mod targets;

@@ -96,6 +96,9 @@ pub const MAX_BATCH: u64 = 1000;
 pub struct ServerConfig {
     pub path: String,
     pub keys: Vec<HookKey>,
+    /// Crisp Plugin Hooks' signing secret: requests signed with it
+    /// (`X-Crisp-Signature`) are accepted without `?key=`. `None`: off.
+    pub plugin_secret: Option<Secret>,
     pub max_body: u64,
     pub header_read_timeout: Duration,
     pub body_read_timeout: Duration,

@@ -38,6 +38,8 @@ pub(super) struct RawServer {
     #[serde(default)]
     pub(super) keys: Option<S<Vec<S<String>>>>,
     #[serde(default)]
+    pub(super) plugin_secret: Option<S<String>>,
+    #[serde(default)]
     pub(super) max_body: Option<S<StringOrNumber>>,
     #[serde(default)]
     pub(super) header_read_timeout: Option<S<String>>,

@@ -13,7 +13,7 @@ use super::target::validate_target;
 use super::units::parse_size;
 use super::*;
 use crate::routing::{Condition, FieldPath, Route, Router, Test};
-use crate::secret::HookKey;
+use crate::secret::{HookKey, Secret};
 use crate::suggest::did_you_mean;
 
 pub(super) fn socket_addr(
@@ -343,9 +343,16 @@ pub(super) fn validate_server(ctx: &mut Ctx, raw: &S<RawServer>) -> Option<Serve
             }
         }
     };
+    let plugin_secret = s
+        .plugin_secret
+        .as_ref()
+        .and_then(|v| ctx.interp(v, "server.plugin_secret"))
+        .filter(|v| !v.is_empty())
+        .map(Secret::new);
     Some(ServerConfig {
         path,
         keys,
+        plugin_secret,
         max_body,
         header_read_timeout: ctx.duration(
             &s.header_read_timeout,

@@ -1,5 +1,6 @@
 //! The ingest handler: the checks of one Crisp request, in order (path,
-//! method, key, content type, declared size, body within `max_body` and
+//! method, key — or a Plugin Hook's signature, checked once the body is
+//! read —, content type, declared size, body within `max_body` and
 //! `body_read_timeout`, JSON envelope), routing, and the answer — 200 only
 //! after [`Store::accept`] committed. Logs each outcome without the query
 //! string (which holds the key).
@@ -20,6 +21,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use super::{Body, Shared, busy, error, respond};
 use crate::event::Event;
 use crate::secret::HookKey;
+use crate::signing;
 use crate::store::{Accepted, NewEvent, StoreError};
 
 /// The memory that the bodies being read at once may hold between them (or
@@ -153,9 +155,25 @@ impl Ingest {
                 .insert(ALLOW, HeaderValue::from_static("POST"));
             return (r, None, Some("method not allowed".into()));
         }
-        if !key_ok(req.uri().query(), &cfg.keys) {
-            return reject(StatusCode::UNAUTHORIZED, "missing or wrong key".into());
-        }
+        // A Crisp Plugin Hook proves itself with a signature over its body
+        // (checked once the body is read); a Website Hook with `?key=`.
+        let signed = match &cfg.plugin_secret {
+            Some(_) if !key_ok(req.uri().query(), &cfg.keys) => {
+                let header = |name: &str| {
+                    req.headers()
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned)
+                };
+                match header("x-crisp-signature") {
+                    Some(sig) => Some((header("x-crisp-request-timestamp"), sig)),
+                    None => return reject(StatusCode::UNAUTHORIZED, "missing or wrong key".into()),
+                }
+            }
+            Some(_) => None,
+            None if key_ok(req.uri().query(), &cfg.keys) => None,
+            None => return reject(StatusCode::UNAUTHORIZED, "missing or wrong key".into()),
+        };
         if let Some(ct) = req.headers().get(CONTENT_TYPE)
             && !is_json_content_type(ct)
         {
@@ -217,6 +235,18 @@ impl Ingest {
         };
 
         let received_at = self.shared.clock.now_ms();
+        if let (Some((timestamp, signature)), Some(secret)) = (&signed, &cfg.plugin_secret)
+            && let Err(e) = signing::crisp(
+                secret.expose().as_bytes(),
+                timestamp.as_deref(),
+                Some(signature),
+                &body,
+                received_at,
+            )
+        {
+            let answer = error(StatusCode::UNAUTHORIZED, "missing or wrong key");
+            return (answer, None, Some(format!("plugin hook: {e}")));
+        }
         let event = match Event::parse(&body, received_at) {
             Ok(e) => e,
             Err(e) => return reject(StatusCode::BAD_REQUEST, e.to_string()),

@@ -16,6 +16,7 @@
 mod answers;
 mod durability;
 mod limits;
+mod plugin_hooks;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
