@@ -154,6 +154,22 @@ mod tests {
     const NOW_MS: i64 = 1_764_547_200_000; // 2025-12-01T00:00:00Z
     const BODY: &[u8] = br#"{"event":"message:send"}"#;
 
+    /// What, timestamp header, signature header, body, expected.
+    type CrispCase<'a> = (
+        &'a str,
+        Option<&'a str>,
+        Option<&'a str>,
+        &'a [u8],
+        Result<(), SignatureError>,
+    );
+    /// What, timestamp header, signature header, expected.
+    type SlackCase<'a> = (
+        &'a str,
+        Option<&'a str>,
+        Option<&'a str>,
+        Result<(), SignatureError>,
+    );
+
     #[test]
     fn slack_matches_its_documented_example() {
         // api.slack.com/authentication/verifying-requests-from-slack
@@ -186,13 +202,7 @@ mod tests {
         let stale = ((NOW_MS - REPLAY_WINDOW_MS - 1000) / 1000).to_string();
         let future = (NOW_MS + REPLAY_WINDOW_MS + 1000).to_string();
         let upper = good_s.to_uppercase();
-        let cases: Vec<(
-            &str,
-            Option<&str>,
-            Option<&str>,
-            &[u8],
-            Result<(), SignatureError>,
-        )> = vec![
+        let cases: Vec<CrispCase> = vec![
             ("seconds", Some(&secs), Some(&good_s), BODY, Ok(())),
             ("milliseconds", Some(&ms), Some(&good_ms), BODY, Ok(())),
             ("upper-case hex", Some(&secs), Some(&upper), BODY, Ok(())),
@@ -286,7 +296,7 @@ mod tests {
         let stale_sig = sign_slack(secret, &stale, BODY);
         let no_prefix = good.trim_start_matches("v0=").to_string();
         let in_ms = NOW_MS.to_string();
-        let cases: Vec<(&str, Option<&str>, Option<&str>, Result<(), SignatureError>)> = vec![
+        let cases: Vec<SlackCase> = vec![
             ("good", Some(&ts), Some(&good), Ok(())),
             (
                 "stale, though signed",
