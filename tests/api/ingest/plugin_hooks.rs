@@ -68,7 +68,9 @@ async fn signed_plugin_hooks_are_accepted_and_bad_signatures_refused() {
     let secs = (now_ms() / 1000).to_string();
     let ms = now_ms().to_string();
     let stale = (now_ms() / 1000 - 301).to_string();
-    let cases: Vec<(&str, usize, Option<String>, Option<String>, u16)> = vec![
+    // What, seq, timestamp header, signing secret (if not SECRET), status.
+    type Case<'a> = (&'a str, usize, Option<String>, Option<&'a str>, u16);
+    let cases: Vec<Case> = vec![
         ("seconds", 1, Some(secs.clone()), None, 200),
         ("milliseconds", 2, Some(ms.clone()), None, 200),
         (
@@ -84,7 +86,7 @@ async fn signed_plugin_hooks_are_accepted_and_bad_signatures_refused() {
     for (what, seq, ts, secret, want) in cases {
         let body = message(seq);
         let signed_ts = ts.clone().unwrap_or_else(|| secs.clone());
-        let sig = signature(secret.as_deref().unwrap_or(SECRET), &signed_ts, &body);
+        let sig = signature(secret.unwrap_or(SECRET), &signed_ts, &body);
         let got = post_signed(&app, &body, ts.as_deref(), Some(&sig)).await;
         assert_eq!(got, want, "{what}");
     }
