@@ -77,7 +77,7 @@ async fn signed_plugin_hooks_are_accepted_and_bad_signatures_refused() {
             "wrong secret",
             3,
             Some(secs.clone()),
-            Some("other".into()),
+            Some("other"),
             401,
         ),
         ("stale", 4, Some(stale.clone()), None, 401),
