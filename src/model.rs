@@ -16,6 +16,10 @@ pub enum TargetKind {
     Slack,
     Webhook,
     Stdout,
+    /// The relay's own target for agents' replies, sent to Crisp's REST API
+    /// (not a kind a user writes: it exists when `crisp` and `replies` are
+    /// configured).
+    Crisp,
 }
 
 impl TargetKind {
@@ -27,6 +31,7 @@ impl TargetKind {
             Self::Slack => "slack",
             Self::Webhook => "webhook",
             Self::Stdout => "stdout",
+            Self::Crisp => "crisp",
         }
     }
 
@@ -127,7 +132,7 @@ pub fn default_rate_limit(kind: TargetKind) -> Option<RateLimit> {
             per: Duration::from_secs(1),
             burst: 1,
         }),
-        TargetKind::Webhook | TargetKind::Stdout => None,
+        TargetKind::Webhook | TargetKind::Stdout | TargetKind::Crisp => None,
     }
 }
 

@@ -17,6 +17,7 @@ mod ctx;
 mod diagnostics;
 mod interp;
 mod raw;
+mod replies;
 mod target;
 mod units;
 mod validate;
@@ -73,7 +74,53 @@ pub struct Target {
     /// Several queued messages of one conversation go as one where they
     /// fit (threads only).
     pub coalesce: bool,
+    /// Bot targets with threads: agents' replies in the threads go back to
+    /// Crisp. `None`: off.
+    pub replies: Option<Replies>,
 }
+
+/// How a target's threads are read for agents' replies.
+#[derive(Debug, Clone)]
+pub enum Replies {
+    /// Slack's Events API, posted to `path` on the ingest listener and
+    /// signed with `signing_secret`.
+    Slack {
+        signing_secret: Secret,
+        path: String,
+    },
+    /// Discord's Gateway, with the target's bot token.
+    Discord,
+}
+
+/// Crisp's REST API, for sending agents' replies as operator messages.
+#[derive(Debug, Clone)]
+pub struct CrispApi {
+    /// The token's identifier and key (Basic auth).
+    pub identifier: Secret,
+    pub key: Secret,
+    pub tier: CrispTier,
+    /// `https://api.crisp.chat/v1` unless tests or a proxy say otherwise.
+    pub api: url::Url,
+}
+
+/// The `X-Crisp-Tier` of the token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrispTier {
+    Website,
+    Plugin,
+}
+
+impl CrispTier {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Website => "website",
+            Self::Plugin => "plugin",
+        }
+    }
+}
+
+/// The name of the relay's own target that sends replies to Crisp.
+pub const CRISP_TARGET: &str = "crisp";
 
 /// A chat target posted to by a bot.
 #[derive(Debug, Clone)]
@@ -170,6 +217,9 @@ pub struct Config {
     pub templates_dir: PathBuf,
     pub targets: Vec<Target>,
     pub router: Router,
+    /// Set when replies go back to Crisp (then `targets` ends with the
+    /// [`CRISP_TARGET`]).
+    pub crisp: Option<CrispApi>,
     template_refs: Vec<TemplateRef>,
     /// Valid but probably unintended settings (`check` prints them, `serve`
     /// logs them).

@@ -26,6 +26,37 @@ pub(super) struct RawConfig {
     pub(super) targets: BTreeMap<String, S<RawTarget>>,
     #[serde(default)]
     pub(super) routes: Vec<S<RawRoute>>,
+    #[serde(default)]
+    pub(super) crisp: Option<S<RawCrisp>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCrisp {
+    #[serde(default)]
+    pub(super) identifier: Option<S<String>>,
+    #[serde(default)]
+    pub(super) key: Option<S<String>>,
+    #[serde(default)]
+    pub(super) tier: Option<S<String>>,
+    #[serde(default)]
+    pub(super) api_url: Option<S<String>>,
+}
+
+/// `replies: true` (Discord) or `replies: {signing_secret, path}` (Slack).
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawReplies {
+    On(bool),
+    Slack(RawSlackReplies),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSlackReplies {
+    pub(super) signing_secret: S<String>,
+    #[serde(default)]
+    pub(super) path: Option<S<String>>,
 }
 
 #[derive(Deserialize)]
@@ -105,6 +136,8 @@ pub(super) struct RawTarget {
     pub(super) thread_name: Option<S<String>>,
     #[serde(default)]
     pub(super) coalesce: Option<S<bool>>,
+    #[serde(default)]
+    pub(super) replies: Option<S<RawReplies>>,
 }
 
 #[derive(Deserialize)]

@@ -408,6 +408,7 @@ pub(super) fn validate_target(ctx: &mut Ctx, name: &str, raw: &S<RawTarget>) -> 
         threads,
         thread_name,
         coalesce,
+        replies: None,
         username,
         avatar_url,
         headers,

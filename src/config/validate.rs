@@ -150,6 +150,7 @@ pub(super) fn validate(
     }
 
     warn_double_sends(ctx, &raw.routes, &routes, &targets);
+    let crisp = super::replies::validate(ctx, &raw, &mut targets);
     let enabled = targets.iter().map(|t| t.enabled).collect();
     let warnings = std::mem::take(&mut ctx.warnings);
     Some(Config {
@@ -160,6 +161,7 @@ pub(super) fn validate(
         templates_dir,
         targets,
         router: Router::new(routes, enabled),
+        crisp,
         template_refs,
         warnings,
     })

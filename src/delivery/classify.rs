@@ -222,6 +222,12 @@ pub fn classify(kind: TargetKind, answer: &Answer, hints: &RateHints) -> Outcome
             after: hints.retry_after,
             reason: with_body("rate limited"),
         },
+        // Crisp's other rate-limit answer, "420 Enhance Your Calm"
+        // (research: two-way.md §1.4).
+        420 if kind == TargetKind::Crisp => Outcome::Retry {
+            after: hints.retry_after,
+            reason: with_body("rate limited"),
+        },
         408 => Outcome::Retry {
             after: hints.retry_after,
             reason: with_body("request timeout"),
@@ -248,6 +254,9 @@ pub fn classify(kind: TargetKind, answer: &Answer, hints: &RateHints) -> Outcome
                 // pause rather than dead-letter the backlog one by one.
                 TargetKind::Webhook => matches!(status, 401 | 403 | 410),
                 TargetKind::Stdout => false,
+                // The token is wrong or lacks a scope: every reply would
+                // fail alike (a 404 is one conversation gone).
+                TargetKind::Crisp => matches!(status, 401 | 403),
             };
             let what = if disable {
                 "target rejected the webhook itself"

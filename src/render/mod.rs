@@ -368,7 +368,7 @@ pub fn candidates(name: &str, kind: TargetKind) -> Vec<(String, Mode)> {
     let (json_mode, text_mode) = match kind {
         TargetKind::Discord => (Mode::DiscordJson, Mode::DiscordText),
         TargetKind::Slack => (Mode::SlackJson, Mode::SlackText),
-        TargetKind::Webhook | TargetKind::Stdout => (Mode::Json, Mode::Plain),
+        TargetKind::Webhook | TargetKind::Stdout | TargetKind::Crisp => (Mode::Json, Mode::Plain),
     };
     let mut out = vec![
         (format!("{name}.{k}.json"), json_mode),

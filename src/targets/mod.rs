@@ -6,6 +6,7 @@
 //! reading answers, belong to delivery.
 
 pub mod chat;
+pub mod crisp;
 pub mod discord;
 pub mod invariants;
 pub mod slack;

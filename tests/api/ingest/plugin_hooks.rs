@@ -73,13 +73,7 @@ async fn signed_plugin_hooks_are_accepted_and_bad_signatures_refused() {
     let cases: Vec<Case> = vec![
         ("seconds", 1, Some(secs.clone()), None, 200),
         ("milliseconds", 2, Some(ms.clone()), None, 200),
-        (
-            "wrong secret",
-            3,
-            Some(secs.clone()),
-            Some("other"),
-            401,
-        ),
+        ("wrong secret", 3, Some(secs.clone()), Some("other"), 401),
         ("stale", 4, Some(stale.clone()), None, 401),
         ("no timestamp", 5, None, None, 401),
     ];
