@@ -20,6 +20,7 @@ mod conversation;
 pub mod decide;
 pub mod limiter;
 pub mod line;
+mod reply;
 mod send;
 mod supervise;
 pub mod transport;

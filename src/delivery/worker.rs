@@ -89,7 +89,8 @@ pub async fn run(
     let mut unconfirmed = Unconfirmed::new();
     let window = WINDOW.max(2 * target.batch);
     let read = READ.max(u32::try_from(target.batch).unwrap_or(READ));
-    let chat = target.bot.is_some() || target.threads == Threads::PerConversation;
+    let chat = (target.bot.is_some() || target.threads == Threads::PerConversation)
+        && target.kind != TargetKind::Crisp;
     let threaded = target.threads == Threads::PerConversation;
     let group_max = if threaded && target.coalesce {
         COALESCE_MAX
@@ -200,6 +201,18 @@ pub async fn run(
                 &mut rng,
                 &group,
                 &mut convs,
+                &stop,
+                &abort,
+            )
+            .instrument(span)
+            .await
+        } else if target.kind == TargetKind::Crisp {
+            super::reply::attempt(
+                &ctx,
+                target,
+                &mut limiter,
+                &mut rng,
+                group[0],
                 &stop,
                 &abort,
             )

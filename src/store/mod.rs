@@ -268,6 +268,9 @@ pub enum Op {
         target: String,
         conversation: String,
     },
+    /// Records a key for [`DEDUPE_WINDOW_MS`] (what a reply sent to Crisp
+    /// looks like when it comes back: see [`Store::remembered`]).
+    Remember { key: String },
 }
 
 /// What the store can fail with. `Full` and `Closed` are temporary (ingest
@@ -366,6 +369,17 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         limit: u32,
         filter: &'a TemplateFilter,
     ) -> StoreFuture<'a, Vec<PendingDelivery>>;
+
+    /// The conversation whose thread on `target` is `thread`, if any.
+    fn conversation_of<'a>(
+        &'a self,
+        target: &'a str,
+        thread: &'a str,
+    ) -> StoreFuture<'a, Option<String>>;
+
+    /// Whether any of `keys` was recorded (by an accepted event's dedupe
+    /// key or [`Op::Remember`]) within [`DEDUPE_WINDOW_MS`].
+    fn remembered<'a>(&'a self, keys: &'a [String]) -> StoreFuture<'a, bool>;
 
     /// The thread of `conversation` on `target`, if one was recorded.
     fn thread<'a>(

@@ -3,6 +3,7 @@
 //! (`writer`), a small pool for reads, and the schema's migrations
 //! (`schema`).
 
+mod maps;
 mod schema;
 mod writer;
 
@@ -59,6 +60,8 @@ pub struct SqliteStore {
     writer: Arc<tokio::sync::Mutex<Option<JoinHandle<()>>>>,
     path: PathBuf,
     wakers: Wakers,
+    /// The writer's clock, for reads that compare with now.
+    clock: Clock,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -122,7 +125,7 @@ impl SqliteStore {
                 next_id,
                 stats: stats.clone(),
                 wakers: wakers.clone(),
-                clock,
+                clock: clock.clone(),
             }
             .run(),
         );
@@ -135,6 +138,7 @@ impl SqliteStore {
             writer: Arc::new(tokio::sync::Mutex::new(Some(writer))),
             path: path.to_owned(),
             wakers,
+            clock,
         })
     }
 
@@ -515,6 +519,18 @@ impl Store for SqliteStore {
         filter: &'a TemplateFilter,
     ) -> StoreFuture<'a, Vec<PendingDelivery>> {
         Box::pin(self.read_pending(target, after_id, limit, filter))
+    }
+
+    fn conversation_of<'a>(
+        &'a self,
+        target: &'a str,
+        thread: &'a str,
+    ) -> StoreFuture<'a, Option<String>> {
+        Box::pin(self.read_conversation_of(target, thread))
+    }
+
+    fn remembered<'a>(&'a self, keys: &'a [String]) -> StoreFuture<'a, bool> {
+        Box::pin(self.read_remembered(keys))
     }
 
     fn thread<'a>(

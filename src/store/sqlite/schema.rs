@@ -15,7 +15,7 @@ use sqlx::{AssertSqlSafe, SqliteConnection};
 use crate::store::StoreError;
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 const TABLES: &str = r#"
 CREATE TABLE IF NOT EXISTS events (
@@ -73,6 +73,7 @@ const INDEXES: &str = r#"
 CREATE INDEX IF NOT EXISTS deliveries_pending ON deliveries(target, id) WHERE state = 'pending';
 CREATE INDEX IF NOT EXISTS deliveries_dead ON deliveries(target, id) WHERE state = 'dead';
 CREATE INDEX IF NOT EXISTS deliveries_event ON deliveries(event_id);
+CREATE INDEX IF NOT EXISTS threads_by_thread ON threads(target, thread);
 "#;
 
 /// Version 1 → 2.

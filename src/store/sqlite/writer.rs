@@ -537,6 +537,13 @@ async fn apply_op(
                 .execute(&mut **tx)
                 .await?
         }
+        Op::Remember { key } => {
+            sqlx::query("INSERT INTO seen (key, seen_at) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET seen_at = excluded.seen_at")
+                .bind(key)
+                .bind(now)
+                .execute(&mut **tx)
+                .await?
+        }
         Op::PruneKeys { before_ms } => {
             sqlx::query("DELETE FROM seen WHERE id IN (SELECT id FROM seen WHERE seen_at < ? ORDER BY seen_at LIMIT 500)")
                 .bind(before_ms)

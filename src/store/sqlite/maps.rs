@@ -1,0 +1,38 @@
+//! Reads of the store's maps beside the queue: which conversation a thread
+//! belongs to (for replies read from a thread), and whether a key was
+//! recorded recently (echoes of replies).
+
+use sqlx::Row;
+
+use super::SqliteStore;
+use crate::store::{DEDUPE_WINDOW_MS, StoreError};
+
+impl SqliteStore {
+    pub(super) async fn read_conversation_of(
+        &self,
+        target: &str,
+        thread: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT conversation FROM threads WHERE target = ? AND thread = ?")
+            .bind(target)
+            .bind(thread)
+            .fetch_optional(&self.reads)
+            .await?;
+        Ok(row.map(|r| r.try_get(0)).transpose()?)
+    }
+
+    pub(super) async fn read_remembered(&self, keys: &[String]) -> Result<bool, StoreError> {
+        let since = self.clock.now_ms().saturating_sub(DEDUPE_WINDOW_MS);
+        for key in keys {
+            let found = sqlx::query("SELECT 1 FROM seen WHERE key = ? AND seen_at >= ?")
+                .bind(key)
+                .bind(since)
+                .fetch_optional(&self.reads)
+                .await?;
+            if found.is_some() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}
