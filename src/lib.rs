@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod model;
 pub mod reload;
 pub mod render;
+pub mod replies;
 pub mod routing;
 pub mod secret;
 pub mod server;

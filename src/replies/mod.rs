@@ -1,0 +1,8 @@
+//! Agents' replies read from chat threads, before they are stored: what a
+//! chat platform's message says (author, text, files, which thread) and
+//! whether it is a reply at all. Pure: the server reads requests and the
+//! store; delivery sends the stored replies to Crisp.
+//!
+//! Files: `slack` (Events API payloads).
+
+pub mod slack;
