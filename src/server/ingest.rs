@@ -18,7 +18,7 @@ use serde_json::json;
 use tokio::sync::Semaphore;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use super::{Body, Shared, busy, error, respond};
+use super::{Body, Shared, busy, error, respond, slack_events};
 use crate::event::Event;
 use crate::secret::HookKey;
 use crate::signing;
@@ -59,7 +59,7 @@ pub(super) struct Ingest {
 }
 
 /// Why a body could not be read whole.
-enum BodyError {
+pub(super) enum BodyError {
     /// Over `max_body`; the rest was drained (or the drain gave up).
     TooLarge,
     Timeout,
@@ -143,7 +143,10 @@ impl Ingest {
             (r, None, Some(msg))
         };
 
-        if req.uri().path() != cfg.path {
+        // Crisp's hooks on `server.path`; Slack's Events API on the path of
+        // targets whose replies come from Slack.
+        let slack = slack_events::secrets_for(&relay.config, req.uri().path());
+        if req.uri().path() != cfg.path && slack.is_empty() {
             return reject(StatusCode::NOT_FOUND, "not found".into());
         }
         if req.method() != Method::POST {
@@ -157,7 +160,9 @@ impl Ingest {
         }
         // A Crisp Plugin Hook proves itself with a signature over its body
         // (checked once the body is read); a Website Hook with `?key=`.
+        let slack_headers = (!slack.is_empty()).then(|| slack_events::Headers::of(&req));
         let signed = match &cfg.plugin_secret {
+            _ if slack_headers.is_some() => None,
             Some(_) if !key_ok(req.uri().query(), &cfg.keys) => {
                 let header = |name: &str| {
                     req.headers()
@@ -235,6 +240,9 @@ impl Ingest {
         };
 
         let received_at = self.shared.clock.now_ms();
+        if let Some(headers) = &slack_headers {
+            return slack_events::accept(&self.shared, &slack, headers, &body).await;
+        }
         if let (Some((timestamp, signature)), Some(secret)) = (&signed, &cfg.plugin_secret)
             && let Err(e) = signing::crisp(
                 secret.expose().as_bytes(),
@@ -252,7 +260,36 @@ impl Ingest {
             Err(e) => return reject(StatusCode::BAD_REQUEST, e.to_string()),
         };
         let name = event.name().to_owned();
-        let deliveries = relay.plan(&event);
+        let mut deliveries = relay.plan(&event);
+        // A reply the relay sent to Crisp, coming back: not into the
+        // threads again (other targets still get it).
+        if let Some(keys) = slack_events::echo_keys(&event)
+            && !deliveries.is_empty()
+        {
+            match self.shared.store.remembered(&keys).await {
+                Ok(true) => {
+                    let before = deliveries.len();
+                    deliveries.retain(|d| {
+                        relay
+                            .config
+                            .targets
+                            .iter()
+                            .find(|t| t.name == d.target)
+                            .is_none_or(|t| t.threads != crate::model::Threads::PerConversation)
+                    });
+                    info!(event = %name, skipped = before - deliveries.len(), "an agent's reply relayed to Crisp came back; not posted into its threads again");
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    warn!(error = %e, "cannot tell whether the event is a reply coming back; answering 503");
+                    return (
+                        busy("the relay is busy; retry shortly"),
+                        Some(name),
+                        Some(e.to_string()),
+                    );
+                }
+            }
+        }
         let count = deliveries.len();
         let new_event = NewEvent {
             received_at_ms: received_at,
@@ -298,7 +335,7 @@ impl Ingest {
 
 /// Reads `body` whole, at most `max` bytes, by `deadline`. Past `max`, the
 /// rest is drained (see [`DRAIN_MAX_BYTES`]) and the answer is too large.
-async fn read_body(
+pub(super) async fn read_body(
     mut body: Incoming,
     max: u64,
     capacity: u64,

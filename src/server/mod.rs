@@ -14,6 +14,7 @@
 
 mod admin;
 mod ingest;
+mod slack_events;
 
 use std::convert::Infallible;
 use std::sync::Arc;

@@ -314,6 +314,7 @@ fn target(kind: TargetKind) -> Target {
         threads: crisp_relay::model::Threads::None,
         thread_name: None,
         coalesce: true,
+        replies: None,
     }
 }
 

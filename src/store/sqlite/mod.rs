@@ -125,7 +125,7 @@ impl SqliteStore {
                 next_id,
                 stats: stats.clone(),
                 wakers: wakers.clone(),
-                clock: clock.clone(),
+                clock,
             }
             .run(),
         );
