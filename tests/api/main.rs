@@ -24,6 +24,7 @@ mod properties;
 mod queue;
 mod reload;
 mod rendering;
+mod replies;
 mod retry_timing;
 mod store_ops;
 mod threads;

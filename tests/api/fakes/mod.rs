@@ -30,6 +30,7 @@
 
 #![allow(dead_code)]
 
+mod crisp_api;
 mod discord;
 mod discord_api;
 #[cfg(test)]
@@ -42,6 +43,8 @@ mod slack_api_tests;
 mod tests;
 
 // For the thread tests; unused until they land.
+#[allow(unused_imports)]
+pub use crisp_api::FakeCrisp;
 #[allow(unused_imports)]
 pub use discord_api::{DiscordMessage, DiscordThread, FakeDiscord};
 #[allow(unused_imports)]
