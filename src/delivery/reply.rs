@@ -18,6 +18,7 @@ use super::send::{self, Step, conclude, exchange, unrenderable};
 use crate::config::Target;
 use crate::store::{Op, PendingDelivery};
 use crate::targets::crisp::{self, Reply};
+use crate::targets::feedback::{self, Mark};
 
 /// One attempt at the reply `d`.
 pub(super) async fn attempt(
@@ -82,5 +83,67 @@ pub(super) async fn attempt(
             warn!(target_name = %target.name, error = %e, "cannot record the fingerprint of a reply; its echo is recognised by its text only");
         }
     }
-    conclude(ctx, target, &group, decision, x.latency, x.now_ms)
+    let mark = match &decision.verdict {
+        Verdict::Delivered => Some((Mark::Delivered, String::new())),
+        Verdict::Dead { reason, .. } => Some((Mark::Failed, reason.clone())),
+        _ => None,
+    };
+    let step = conclude(ctx, target, &group, decision, x.latency, x.now_ms);
+    if let Some((mark, reason)) = mark {
+        tell_the_agent(ctx, &reply, mark, &reason);
+    }
+    step
+}
+
+/// Marks the reply in the chat (✅, or ⚠️ and a message saying why), in the
+/// background and once: the reply itself is done either way.
+fn tell_the_agent(ctx: &Context, reply: &Reply, mark: Mark, reason: &str) {
+    let Some(source) = ctx
+        .relay
+        .config
+        .targets
+        .iter()
+        .find(|t| t.name == reply.source.target)
+    else {
+        return;
+    };
+    let mut requests: Vec<_> = feedback::reaction(source, &reply.source, mark)
+        .into_iter()
+        .collect();
+    if mark == Mark::Failed {
+        requests.extend(feedback::failure_note(source, &reply.source, reason));
+    }
+    let transport = ctx.transport.clone();
+    let (name, timeout) = (source.name.clone(), source.timeout);
+    tokio::spawn(async move {
+        for req in requests {
+            // The chat's limits are shared with the target's own posts: a
+            // 429 is waited out (what it asks, at most 30 s), five times.
+            for _ in 0..5 {
+                match transport.send(&req, timeout).await {
+                    Ok(a) if a.status == 429 => {
+                        let wait = a
+                            .headers
+                            .iter()
+                            .find(|(k, _)| k == "retry-after")
+                            .and_then(|(_, v)| v.trim().parse::<f64>().ok())
+                            .filter(|s| s.is_finite() && *s >= 0.0)
+                            .map_or(1.0, |s| s.min(30.0));
+                        tokio::time::sleep(std::time::Duration::from_secs_f64(wait)).await;
+                    }
+                    Ok(a) if (200..300).contains(&a.status) && !a.body.contains("\"ok\":false") => {
+                        break;
+                    }
+                    Ok(a) => {
+                        warn!(target_name = %name, status = a.status, "could not mark the reply in the chat");
+                        break;
+                    }
+                    Err(e) => {
+                        warn!(target_name = %name, error = %e, "could not mark the reply in the chat");
+                        break;
+                    }
+                }
+            }
+        }
+    });
 }

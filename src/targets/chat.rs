@@ -353,7 +353,7 @@ fn discord_bot(
     })
 }
 
-fn discord_headers(bot: &Bot) -> Vec<(String, HeaderValue)> {
+pub(super) fn discord_headers(bot: &Bot) -> Vec<(String, HeaderValue)> {
     json_headers(
         "application/json",
         DISCORD_USER_AGENT,
@@ -387,7 +387,7 @@ fn slack_bot(bot: &Bot, body: Value, step: &Step) -> Result<OutgoingRequest, Str
     })
 }
 
-fn json_headers(
+pub(super) fn json_headers(
     content_type: &'static str,
     ua: &'static str,
     auth: Option<Secret>,
@@ -404,7 +404,7 @@ fn json_headers(
 
 /// `base` with `path` appended (the whole URL shown: a bot's token is in a
 /// header, not in the URL).
-fn api_url(base: &url::Url, path: &[&str]) -> WebhookUrl {
+pub(super) fn api_url(base: &url::Url, path: &[&str]) -> WebhookUrl {
     let mut url = base.clone();
     if let Ok(mut segments) = url.path_segments_mut() {
         segments.pop_if_empty().extend(path);

@@ -8,6 +8,7 @@
 pub mod chat;
 pub mod crisp;
 pub mod discord;
+pub mod feedback;
 pub mod invariants;
 pub mod slack;
 pub mod webhook;

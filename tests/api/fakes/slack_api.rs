@@ -65,6 +65,8 @@ pub struct SlackMessage {
     pub body: Value,
     /// Deleted with [`FakeSlackApi::delete_message`].
     pub deleted: bool,
+    /// Reactions added with `reactions.add`, by name, in order.
+    pub reactions: Vec<String>,
 }
 
 struct Channel {
@@ -179,7 +181,7 @@ impl World {
                 headers: vec![("content-type".into(), "text/plain".into())],
             };
         };
-        if method != "chat.postMessage" {
+        if method != "chat.postMessage" && method != "reactions.add" {
             return failed("unknown_method");
         }
         if rec.method != "POST" {
@@ -206,6 +208,12 @@ impl World {
             Some(_) => {}
         }
         let channel = string_arg(&args, "channel").unwrap_or_default();
+        if method == "reactions.add" {
+            return match self.react(&channel, &args) {
+                Ok(()) => json_answer(200, json!({"ok": true}), vec![]),
+                Err(e) => failed(e),
+            };
+        }
         let quota = st.take(
             &format!("channel:{channel}"),
             self.limit,
@@ -224,6 +232,28 @@ impl World {
             Ok(answer) => json_answer(200, answer, vec![]),
             Err(e) => failed(e),
         }
+    }
+
+    /// reactions.add past auth (its own rate tier is not modelled):
+    /// `timestamp` of any message of the channel, `name` without colons.
+    fn react(&mut self, channel: &str, args: &Map<String, Value>) -> Result<(), &'static str> {
+        let ts = string_arg(args, "timestamp").ok_or("no_item_specified")?;
+        let name = string_arg(args, "name").ok_or("invalid_name")?;
+        let ch = self
+            .channels
+            .iter_mut()
+            .find(|c| c.id == channel)
+            .ok_or("channel_not_found")?;
+        let m = ch
+            .messages
+            .iter_mut()
+            .find(|m| m.ts == ts && !m.deleted)
+            .ok_or("message_not_found")?;
+        if m.reactions.contains(&name) {
+            return Err("already_reacted");
+        }
+        m.reactions.push(name);
+        Ok(())
     }
 
     /// chat.postMessage past auth and rate limit.
@@ -277,6 +307,7 @@ impl World {
             text,
             body,
             deleted: false,
+            reactions: Vec::new(),
         });
         Ok(json!({"ok": true, "channel": channel, "ts": ts, "message": message}))
     }
@@ -400,6 +431,32 @@ impl FakeSlackApi {
             .find(|m| m.ts == ts)
             .unwrap_or_else(|| panic!("no message {ts} in {channel}"));
         m.deleted = true;
+    }
+
+    /// Records a message posted by a person (not the bot), as the test's
+    /// agent writing in a thread; returns its `ts`.
+    pub fn post_as_person(&self, channel: &str, thread_ts: &str, text: &str) -> String {
+        let mut w = self.api.world();
+        let ts = w.next_ts();
+        w.channel_mut(channel).messages.push(SlackMessage {
+            channel: channel.to_string(),
+            ts: ts.clone(),
+            thread_ts: Some(thread_ts.to_string()),
+            text: text.to_string(),
+            body: json!({"text": text, "user": "U0AGENT1"}),
+            deleted: false,
+            reactions: Vec::new(),
+        });
+        ts
+    }
+
+    /// The reactions on message `ts` of `channel`.
+    pub fn reactions(&self, channel: &str, ts: &str) -> Vec<String> {
+        let w = self.api.world();
+        w.channel(channel)
+            .and_then(|c| c.messages.iter().find(|m| m.ts == ts))
+            .map(|m| m.reactions.clone())
+            .unwrap_or_default()
     }
 
     /// The next `n` requests get HTTP 200 `{"ok": false, "error": error}`.

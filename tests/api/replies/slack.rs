@@ -227,3 +227,54 @@ async fn a_reply_coming_back_from_crisp_is_not_posted_again_but_crisp_operators_
     assert_eq!(thread_texts(&slack, &ann), vec!["Typed in Crisp", "msg 2"]);
     assert!(app.logs().contains("came back"), "{}", app.logs());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_sees_a_check_mark_or_a_warning_and_why() {
+    let (slack, crisp, app) = start().await;
+    let ann = open_thread(&app, &slack, "ann", 1).await;
+    // Two replies written in the thread; Crisp refuses the second for good.
+    let ok_ts = slack.post_as_person(CHANNEL, &ann, "first");
+    let bad_ts = slack.post_as_person(CHANNEL, &ann, "second");
+    let e = reply_event("Ev1", &ann, &ok_ts, "first", "Ana");
+    assert_eq!(
+        send_slack(&app, &e, SIGNING_SECRET, now_secs(), &[])
+            .await
+            .0,
+        200
+    );
+    eventually("the check mark", || {
+        slack.reactions(CHANNEL, &ok_ts) == vec!["white_check_mark".to_string()]
+    })
+    .await;
+    crisp.fail_next(
+        1,
+        400,
+        r#"{"error":true,"reason":"invalid_data","data":{}}"#,
+        &[],
+    );
+    let e = reply_event("Ev2", &ann, &bad_ts, "second", "Ana");
+    assert_eq!(
+        send_slack(&app, &e, SIGNING_SECRET, now_secs(), &[])
+            .await
+            .0,
+        200
+    );
+    eventually("the warning", || {
+        slack.reactions(CHANNEL, &bad_ts) == vec!["warning".to_string()]
+    })
+    .await;
+    eventually("the note", || {
+        thread_texts(&slack, &ann)
+            .iter()
+            .any(|t| t.starts_with("⚠️ This reply did not reach the visitor in Crisp"))
+    })
+    .await;
+    let note = thread_texts(&slack, &ann)
+        .into_iter()
+        .find(|t| t.starts_with("⚠️"))
+        .unwrap();
+    assert!(note.contains("400"), "{note}");
+    assert!(!note.contains(CRISP_KEY) && !note.contains(BOT_TOKEN));
+    let contents: Vec<String> = crisp.messages().iter().map(|m| m.content()).collect();
+    assert_eq!(contents, vec!["first"]);
+}
