@@ -45,7 +45,6 @@ mod report;
 mod sink;
 mod soak;
 
-use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -447,8 +446,6 @@ async fn prune_only(quick: bool) -> Res<()> {
     });
     let text = serde_json::to_string_pretty(&report)?;
     println!("{text}");
-    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/relay-bench-prune.json");
-    std::fs::write(&out, &text)?;
-    eprintln!("relay-bench: JSON written to {}", out.display());
+    report::write_json("relay-bench-prune.json", &text)?;
     Ok(())
 }

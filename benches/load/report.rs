@@ -86,6 +86,17 @@ pub fn machine() -> Value {
     })
 }
 
+/// Writes a report's JSON to `target/<name>` in the package, creating
+/// `target/` when cargo built elsewhere (`CARGO_TARGET_DIR`).
+pub fn write_json(name: &str, text: &str) -> Res<()> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let out = dir.join(name);
+    std::fs::write(&out, text).map_err(|e| format!("{}: {e}", out.display()))?;
+    eprintln!("relay-bench: JSON written to {}", out.display());
+    Ok(())
+}
+
 /// Everything the full run measured, for its table and JSON.
 pub struct Full {
     pub secs: u64,
@@ -254,8 +265,6 @@ pub fn print_full(f: Full) -> Res<()> {
     println!();
     let text = serde_json::to_string_pretty(&report)?;
     println!("{text}");
-    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/relay-bench.json");
-    std::fs::write(&out, &text)?;
-    eprintln!("relay-bench: JSON written to {}", out.display());
+    write_json("relay-bench.json", &text)?;
     Ok(())
 }
