@@ -23,7 +23,11 @@
 //! `cargo bench --bench load -- prune` (with `--quick` or not) runs only the
 //! prune phase and its reference: the relay started on a store holding
 //! 1,000,000 delivered rows past retention, which it prunes as it starts,
-//! under the same 1,000 events/s load as on an empty store.
+//! under the same 1,000 events/s load as on an empty store;
+//! `cargo bench --bench load -- threads` (with `--quick` or not) runs only
+//! the threads phase: 20 conversations × 10 messages (4 with `--quick`) to
+//! a Discord forum webhook with a thread per conversation at Discord's
+//! limit of 5 requests per 2 s, with coalescing off and on.
 //!
 //! `CRISP_RELAY_BENCH_BIN=/path/to/crisp-relay cargo bench --bench load`
 //! runs that relay binary instead of the one cargo built (the harness still
@@ -34,18 +38,20 @@
 //! The harness is split by job: `sink.rs` (the destination), `baseline.rs`,
 //! `relay.rs` (starting and stopping the relay, its config), `drive.rs`
 //! (the load generator), `report.rs` (latency stats, table, JSON),
-//! `prune.rs` (the prune phase) and `soak.rs`; this file holds the command
-//! line and the full run's phases.
+//! `prune.rs` (the prune phase), `threads.rs` (the threads phase) with
+//! `forum.rs` (its Discord forum webhook) and `soak.rs`; this file holds
+//! the command line and the full run's phases.
 
 mod baseline;
 mod drive;
+mod forum;
 mod prune;
 mod relay;
 mod report;
 mod sink;
 mod soak;
+mod threads;
 
-use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -112,6 +118,8 @@ fn main() -> ExitCode {
         rt.block_on(soak(&args[1..]))
     } else if args.first().map(String::as_str) == Some("prune") {
         rt.block_on(prune_only(args.iter().any(|a| a == "--quick")))
+    } else if args.first().map(String::as_str) == Some("threads") {
+        rt.block_on(threads_only(args.iter().any(|a| a == "--quick")))
     } else {
         rt.block_on(full(args.iter().any(|a| a == "--quick")))
     };
@@ -350,6 +358,9 @@ async fn full(quick: bool) -> Res<()> {
     relay.stop();
     eprintln!("  1,000 routes: {:.0} req/s", thousand.rps());
 
+    // Threads in a Discord forum at its real limit, coalescing off and on.
+    let threads = threads::phase(quick).await?;
+
     print_full(Full {
         secs,
         base,
@@ -375,6 +386,7 @@ async fn full(quick: bool) -> Res<()> {
         startup_ms,
         thousand,
         prune,
+        threads,
     })
 }
 
@@ -447,8 +459,29 @@ async fn prune_only(quick: bool) -> Res<()> {
     });
     let text = serde_json::to_string_pretty(&report)?;
     println!("{text}");
-    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/relay-bench-prune.json");
-    std::fs::write(&out, &text)?;
-    eprintln!("relay-bench: JSON written to {}", out.display());
+    report::write_json("relay-bench-prune.json", &text)?;
     Ok(())
+}
+
+/// `threads` alone: the threads phase; a table and JSON (also written to
+/// `target/relay-bench-threads.json`). Fails if a conversation's messages
+/// did not all arrive once, in one thread, in order.
+async fn threads_only(quick: bool) -> Res<()> {
+    let run = threads::phase(quick).await?;
+    println!();
+    println!("| measure | figure | goal |");
+    println!("|---|---|---|");
+    for row in threads::table_rows(&run) {
+        println!("{row}");
+    }
+    println!();
+    let report = json!({
+        "machine": report::machine(),
+        "relay_binary": relay::relay_binary().display().to_string(),
+        "threads": threads::to_json(&run),
+    });
+    let text = serde_json::to_string_pretty(&report)?;
+    println!("{text}");
+    report::write_json("relay-bench-threads.json", &text)?;
+    run.verdict()
 }

@@ -1,7 +1,7 @@
 //! What a run reports: latency percentiles, a process's RSS and CPU time,
 //! the machine, and the full run's table and JSON (also written to
-//! `target/relay-bench.json`; the prune phase's rows and JSON come from
-//! `prune.rs`).
+//! `target/relay-bench.json`; the prune and threads phases' rows and JSON
+//! come from `prune.rs` and `threads.rs`).
 
 use std::path::Path;
 
@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use crate::drive::{DrainRun, LoadResult};
 use crate::prune::{self, PruneRun};
 use crate::relay::relay_binary;
+use crate::threads::{self, ThreadsPhase};
 use crate::{CONNECTIONS, PRUNE_RATE, Res};
 
 #[derive(Default, Clone, Copy)]
@@ -86,6 +87,17 @@ pub fn machine() -> Value {
     })
 }
 
+/// Writes a report's JSON to `target/<name>` in the package, creating
+/// `target/` when cargo built elsewhere (`CARGO_TARGET_DIR`).
+pub fn write_json(name: &str, text: &str) -> Res<()> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let out = dir.join(name);
+    std::fs::write(&out, text).map_err(|e| format!("{}: {e}", out.display()))?;
+    eprintln!("relay-bench: JSON written to {}", out.display());
+    Ok(())
+}
+
 /// Everything the full run measured, for its table and JSON.
 pub struct Full {
     pub secs: u64,
@@ -113,10 +125,12 @@ pub struct Full {
     pub startup_ms: f64,
     pub thousand: LoadResult,
     pub prune: PruneRun,
+    pub threads: ThreadsPhase,
 }
 
 /// Prints the full run's table and JSON, and writes the JSON to
-/// `target/relay-bench.json`.
+/// `target/relay-bench.json`; then fails if the threads phase found a
+/// conversation's messages missing, repeated, split or out of order.
 pub fn print_full(f: Full) -> Res<()> {
     let Full {
         secs,
@@ -143,6 +157,7 @@ pub fn print_full(f: Full) -> Res<()> {
         startup_ms,
         thousand,
         prune,
+        threads,
     } = f;
     let prune_empty = fixed
         .iter()
@@ -187,6 +202,7 @@ pub fn print_full(f: Full) -> Res<()> {
         "routing": {"routes_10_rps": ing.rps().round(), "routes_1000_rps": thousand.rps().round(),
                     "cost": round2(routing_cost)},
         "prune": prune::to_json(&prune, PRUNE_RATE, prune_empty),
+        "threads": threads::to_json(&threads),
     });
     println!();
     println!("| measure | figure | goal |");
@@ -235,6 +251,9 @@ pub fn print_full(f: Full) -> Res<()> {
     for row in prune::table_rows(&prune, PRUNE_RATE, prune_empty) {
         println!("{row}");
     }
+    for row in threads::table_rows(&threads) {
+        println!("{row}");
+    }
     println!("| RSS idle | {:.1} MiB | ≤ 15 |", idle.0);
     println!(
         "| RSS peak under load | {:.1} MiB | ≤ 60 |",
@@ -254,8 +273,6 @@ pub fn print_full(f: Full) -> Res<()> {
     println!();
     let text = serde_json::to_string_pretty(&report)?;
     println!("{text}");
-    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/relay-bench.json");
-    std::fs::write(&out, &text)?;
-    eprintln!("relay-bench: JSON written to {}", out.display());
-    Ok(())
+    write_json("relay-bench.json", &text)?;
+    threads.verdict()
 }
