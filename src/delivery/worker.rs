@@ -118,11 +118,13 @@ pub async fn run(
             .collect();
         let next = line::next(&held, now, threaded, group_max);
         // Nothing held, or (with threads) nothing due among what is held
-        // while more rows wait in the store: read on.
+        // while more rows wait in the store: read on. When coalescing, also
+        // before sending: a conversation's next rows may be past those held
+        // (with 20 conversations interleaved, 64 rows hold about 3 of each).
         let read_on = match &next {
             Next::Empty => true,
             Next::WaitUntil(_) => threaded && more && line.len() < LINE_MAX,
-            Next::Send(_) => false,
+            Next::Send(_) => threaded && target.coalesce && more && line.len() < LINE_MAX,
         };
         if read_on {
             if line.is_empty() {
