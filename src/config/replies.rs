@@ -168,18 +168,35 @@ fn target_replies(
     }
     match (&r.value, target.kind) {
         (RawReplies::On(false), _) => None,
-        (RawReplies::On(true), TargetKind::Discord) => Some(Replies::Discord),
+        (RawReplies::On(true), TargetKind::Discord) => {
+            // Reading Discord threads needs the bot's Gateway connection,
+            // which this version does not open yet: refused rather than
+            // silently doing nothing.
+            ctx.err(
+                r,
+                format!("target `{name}`: replies from Discord threads are not available in this version (they need the bot's Gateway connection)"),
+                Some("remove `replies` here; replies from Slack threads work (a Slack bot target with `replies: {signing_secret: ...}`)".into()),
+            );
+            None
+        }
         (RawReplies::Slack(s), TargetKind::Slack) => {
+            // Values read through the untagged `replies` carry no position:
+            // messages point at `replies` itself.
+            let at = |v: &S<String>| S {
+                referenced: r.referenced,
+                defined: r.defined,
+                value: v.value.clone(),
+            };
             let secret = ctx.interp(
-                &s.signing_secret,
+                &at(&s.signing_secret),
                 &format!("target `{name}` replies.signing_secret"),
             )?;
             let path = match &s.path {
                 None => DEFAULT_SLACK_EVENTS_PATH.to_owned(),
                 Some(p) => {
-                    let v = ctx.interp(p, &format!("target `{name}` replies.path"))?;
+                    let v = ctx.interp(&at(p), &format!("target `{name}` replies.path"))?;
                     if !v.starts_with('/') || v.contains(['?', '#']) {
-                        ctx.err(p, format!("target `{name}`: replies.path `{v}` must be a path starting with `/`"), Some(format!("e.g. `{DEFAULT_SLACK_EVENTS_PATH}`")));
+                        ctx.err(r, format!("target `{name}`: replies.path `{v}` must be a path starting with `/`"), Some(format!("e.g. `{DEFAULT_SLACK_EVENTS_PATH}`")));
                         return None;
                     }
                     v
@@ -187,7 +204,7 @@ fn target_replies(
             };
             if secret.trim().is_empty() {
                 ctx.warn(
-                    &s.signing_secret,
+                    r,
                     format!("target `{name}`: replies are off: replies.signing_secret is empty"),
                     Some("set it to the Slack app's Signing Secret (Basic Information → App Credentials)".into()),
                 );

@@ -30,6 +30,7 @@
 //! dirs, the error cases and how one is checked.
 
 mod enabled;
+mod replies;
 mod syntax;
 mod values;
 mod warnings;
