@@ -41,6 +41,8 @@ pub(super) struct RawCrisp {
     pub(super) tier: Option<S<String>>,
     #[serde(default)]
     pub(super) api_url: Option<S<String>>,
+    #[serde(default)]
+    pub(super) rate_limit: Option<S<RawRateLimit>>,
 }
 
 /// `replies: true` (Discord) or `replies: {signing_secret, path}` (Slack).

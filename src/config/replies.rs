@@ -19,12 +19,13 @@ pub const DEFAULT_CRISP_API: &str = "https://api.crisp.chat/v1";
 /// The path of Slack's Events API on the ingest listener by default.
 pub const DEFAULT_SLACK_EVENTS_PATH: &str = "/slack/events";
 
-/// Replies are sent at most this fast (Crisp documents daily quotas, not a
-/// rate; this keeps a burst of replies from spending them in seconds).
-const CRISP_RATE: RateLimit = RateLimit {
-    requests: 5,
+/// Replies are sent at most this fast unless `crisp.rate_limit` says
+/// otherwise (Crisp documents daily quotas, not a rate; this keeps a burst
+/// of replies from spending them in seconds).
+pub const DEFAULT_CRISP_RATE: RateLimit = RateLimit {
+    requests: 10,
     per: Duration::from_secs(1),
-    burst: 5,
+    burst: 10,
 };
 
 /// Validates `crisp` and every target's `replies` (setting
@@ -69,7 +70,11 @@ pub(super) fn validate(
         return None;
     }
     if any && api.is_some() {
-        targets.push(crisp_target());
+        let rate = match raw.crisp.as_ref().and_then(|c| c.value.rate_limit.as_ref()) {
+            Some(rl) => super::target::rate_limit(ctx, "crisp", rl),
+            None => DEFAULT_CRISP_RATE,
+        };
+        targets.push(crisp_target(rate));
     }
     api.filter(|_| any)
 }
@@ -228,7 +233,7 @@ fn target_replies(
 
 /// The relay's own target for replies: one conversation's replies in order,
 /// one at a time; conversations apart.
-fn crisp_target() -> Target {
+fn crisp_target(rate: RateLimit) -> Target {
     Target {
         name: CRISP_TARGET.to_owned(),
         kind: TargetKind::Crisp,
@@ -239,7 +244,7 @@ fn crisp_target() -> Target {
         avatar_url: None,
         headers: Vec::new(),
         method: "POST",
-        rate_limit: Some(CRISP_RATE),
+        rate_limit: Some(rate),
         retry: RetryPolicy::default(),
         timeout: Duration::from_secs(10),
         batch: 1,

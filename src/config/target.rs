@@ -228,51 +228,7 @@ pub(super) fn validate_target(ctx: &mut Ctx, name: &str, raw: &S<RawTarget>) -> 
         },
     };
     let rate_limit = match &t.rate_limit {
-        Some(rl) => {
-            let r = &rl.value;
-            let per = ctx.duration(
-                &Some(r.per.clone()),
-                &format!("target `{name}` rate_limit.per"),
-                Duration::from_secs(1),
-            );
-            if r.requests.value == 0 || r.requests.value > u64::from(u32::MAX) {
-                ctx.err(
-                    &r.requests,
-                    format!("target `{name}`: rate_limit.requests must be at least 1"),
-                    Some("remove rate_limit for no limit".into()),
-                );
-            }
-            if per.is_zero() {
-                ctx.err(
-                    &r.per,
-                    format!("target `{name}`: rate_limit.per must be longer than 0"),
-                    None,
-                );
-            }
-            let requests = r.requests.value.clamp(1, u64::from(u32::MAX)) as u32;
-            if let Some(b) = &r.burst
-                && (b.value == 0 || b.value > u64::from(u32::MAX))
-            {
-                ctx.err(
-                    b,
-                    format!(
-                        "target `{name}`: rate_limit.burst must be from 1 to {}, not {}",
-                        u32::MAX,
-                        b.value
-                    ),
-                    Some("1 sends one at a time; leave it out for a burst of `requests`".into()),
-                );
-            }
-            let burst = r
-                .burst
-                .as_ref()
-                .map_or(requests, |b| b.value.clamp(1, u64::from(u32::MAX)) as u32);
-            Some(RateLimit {
-                requests,
-                per,
-                burst,
-            })
-        }
+        Some(rl) => Some(rate_limit(ctx, &format!("target `{name}`"), rl)),
         None => default_rate_limit(kind),
     };
     let mut retry = RetryPolicy::default();
@@ -418,6 +374,53 @@ pub(super) fn validate_target(ctx: &mut Ctx, name: &str, raw: &S<RawTarget>) -> 
         timeout,
         batch,
     })
+}
+
+/// A `rate_limit` mapping; `what` names its owner in messages (`target `x``).
+pub(super) fn rate_limit(ctx: &mut Ctx, what: &str, rl: &S<super::raw::RawRateLimit>) -> RateLimit {
+    let r = &rl.value;
+    let per = ctx.duration(
+        &Some(r.per.clone()),
+        &format!("{what} rate_limit.per"),
+        Duration::from_secs(1),
+    );
+    if r.requests.value == 0 || r.requests.value > u64::from(u32::MAX) {
+        ctx.err(
+            &r.requests,
+            format!("{what}: rate_limit.requests must be at least 1"),
+            Some("remove rate_limit for no limit".into()),
+        );
+    }
+    if per.is_zero() {
+        ctx.err(
+            &r.per,
+            format!("{what}: rate_limit.per must be longer than 0"),
+            None,
+        );
+    }
+    let requests = r.requests.value.clamp(1, u64::from(u32::MAX)) as u32;
+    if let Some(b) = &r.burst
+        && (b.value == 0 || b.value > u64::from(u32::MAX))
+    {
+        ctx.err(
+            b,
+            format!(
+                "{what}: rate_limit.burst must be from 1 to {}, not {}",
+                u32::MAX,
+                b.value
+            ),
+            Some("1 sends one at a time; leave it out for a burst of `requests`".into()),
+        );
+    }
+    let burst = r
+        .burst
+        .as_ref()
+        .map_or(requests, |b| b.value.clamp(1, u64::from(u32::MAX)) as u32);
+    RateLimit {
+        requests,
+        per,
+        burst,
+    }
 }
 
 pub(super) fn http_header_name_ok(k: &str) -> bool {

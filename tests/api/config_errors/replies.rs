@@ -84,6 +84,15 @@ fn replies_are_refused_where_they_cannot_work() {
             Some("rename the target"),
         ),
         case(
+            "crisp rate limit",
+            &format!(
+                "targets:\n  s: {{{BOT}, replies: {{signing_secret: x}}}}\ncrisp: {{identifier: a, key: b, rate_limit: {{requests: 0, per: 1s}}}}\n"
+            ),
+            "0, per",
+            "crisp: rate_limit.requests must be at least 1",
+            None,
+        ),
+        case(
             "replies path",
             &format!(
                 "targets:\n  s: {{{BOT}, replies: {{signing_secret: x, path: slack}}}}\ncrisp: {{identifier: a, key: b}}\n"
