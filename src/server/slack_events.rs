@@ -14,16 +14,14 @@ use serde_json::json;
 use tracing::{debug, info, warn};
 
 use super::{Body, Shared, busy, error, respond};
-use crate::config::{CRISP_TARGET, Config, Replies};
+use crate::config::{Config, Replies};
 use crate::event::Event;
+use crate::replies;
 use crate::replies::slack::{self, Payload};
 use crate::secret::Secret;
 use crate::signing;
-use crate::store::{Accepted, NewDelivery, NewEvent};
+use crate::store::Accepted;
 use crate::targets::crisp::{self, REPLY_EVENT, Reply, Source};
-
-/// The route name of stored replies (in `deadletters` and the logs).
-pub const REPLIES_ROUTE: &str = "replies";
 
 /// A Slack target whose replies come to this path.
 pub(super) struct SlackTarget {
@@ -180,20 +178,7 @@ pub(super) async fn accept(
             message: message.ts,
         },
     };
-    let event = NewEvent {
-        received_at_ms: now,
-        website_id: reply.website_id.clone(),
-        name: REPLY_EVENT.to_owned(),
-        timestamp_ms: now,
-        body: reply.envelope(now).to_string(),
-        conversation: Some(conversation.clone()),
-        dedupe: Some(format!("slack\u{1f}{event_id}")),
-    };
-    let deliveries = vec![NewDelivery {
-        route: REPLIES_ROUTE.to_owned(),
-        target: CRISP_TARGET.to_owned(),
-        template: None,
-    }];
+    let (event, deliveries) = replies::stored(&reply, format!("slack\u{1f}{event_id}"), now);
     match shared.store.accept(event, deliveries).await {
         Ok(Accepted::New(_)) => {
             info!(target_name = %target.name, %conversation, "an agent's reply in Slack, queued for Crisp");
