@@ -295,14 +295,14 @@ async fn an_exhausted_discord_bucket_is_waited_out() {
 #[tokio::test]
 async fn the_configured_quota_paces_every_attempt_retries_included() {
     // 2 per second, burst 2: sends at 0, 0, then one per 500 ms plus the
-    // limiter's 5 ms guard — and the retry of a failed send waits for the
+    // limiter's 20 ms guard — and the retry of a failed send waits for the
     // quota too.
     let script = vec![Ok(answer(200, &[], "{}")), Ok(answer(500, &[], ""))];
     let mut rig = rig(", rate_limit: {requests: 2, per: 1s, burst: 2}, retry: {initial_backoff: 10ms, max_backoff: 10ms}", script).await;
     rig.post(&["a", "b", "c"]).await;
     let t0 = rig.start();
     let sends = rig.sends(4, t0).await;
-    assert_sends(&sends, &[(0, "a"), (0, "b"), (505, "b"), (1010, "c")]);
+    assert_sends(&sends, &[(0, "a"), (0, "b"), (520, "b"), (1040, "c")]);
     rig.finish().await;
 }
 
