@@ -24,11 +24,15 @@
 //! the relay needs is small: HELLO, heartbeats and their ACKs, IDENTIFY,
 //! RESUME, RECONNECT, INVALID_SESSION, close codes, and two dispatches.
 //!
-//! Files: this one, `gateway` (the client task), `tests` (table tests).
+//! Files: this one, `gateway` (the client task: sockets, timers, reconnects),
+//! `protocol` (the Gateway's payloads and close codes, without I/O), `tests`
+//! (table tests).
 
 mod gateway;
+mod protocol;
 
-pub use gateway::{GUILD_MESSAGES, GUILDS, GatewayConfig, GatewayEvent, MESSAGE_CONTENT, run};
+pub use gateway::{GatewayConfig, run};
+pub use protocol::{GUILD_MESSAGES, GUILDS, GatewayEvent, MESSAGE_CONTENT};
 
 use serde_json::Value;
 

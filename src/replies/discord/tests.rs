@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::gateway::{
+use super::protocol::{
     Action, Next, Proto, Session, close_action, gateway_bot_request, gateway_url,
 };
 use super::*;
