@@ -48,7 +48,7 @@ use super::protocol::{
     Action, GatewayEvent, Next, Proto, close_action, gateway_bot_request, gateway_url,
 };
 use crate::delivery::transport::{HttpTransport, Transport};
-use crate::secret::{Secret, redact_url};
+use crate::secret::Secret;
 
 /// The largest payload read; a larger one ends the connection.
 const MAX_PAYLOAD: usize = 16 * 1024 * 1024;
@@ -234,7 +234,7 @@ impl Client {
         match result {
             Ok(ws) => self.connection(ws).await,
             Err(e) => {
-                tracing::warn!(url = %redact_url(&url, 0), error = %e, "cannot connect to the Discord Gateway");
+                tracing::warn!(host = url.host_str().unwrap_or(""), error = %e, "cannot connect to the Discord Gateway");
                 // "If ... the reconnect fails": next time the URL from Get
                 // Gateway Bot, asked anew.
                 match &mut self.proto.session {
