@@ -1,7 +1,8 @@
 //! One integration-test binary (faster to link than one per file). Each
 //! module drives the real `crisp-relay` binary: a server on 127.0.0.1:0, or
-//! the `check` / `render` commands; `properties` alone tests the library's
-//! rendering functions directly, on generated input.
+//! the `check` / `render` commands; `properties` tests the library's
+//! rendering functions directly, on generated input, and `gateway` runs the
+//! library's Discord Gateway client against a fake Gateway.
 //!
 //! A module grown past one job is a directory, one theme a file, with what
 //! its files share in `mod.rs`: `config_errors/`, `delivery/`, `fakes/`,
@@ -15,6 +16,7 @@ mod config_errors;
 mod delivery;
 mod engine;
 mod fakes;
+mod gateway;
 mod healthcheck;
 mod hostile;
 mod hostile_destinations;

@@ -26,7 +26,9 @@
 //! stateful worlds behind the same server ([`Responder`]): `discord_api`
 //! ([`FakeDiscord`]: forum webhooks and bot REST) and `slack_api`
 //! ([`FakeSlackApi`]: `chat.postMessage`), each with its own tests
-//! (`discord_api_tests`, `slack_api_tests`).
+//! (`discord_api_tests`, `slack_api_tests`). `discord_gateway`
+//! ([`FakeGateway`]) is a WebSocket server speaking Discord's Gateway, with
+//! Get Gateway Bot on a server of this kind beside it.
 
 #![allow(dead_code)]
 
@@ -35,6 +37,7 @@ mod discord;
 mod discord_api;
 #[cfg(test)]
 mod discord_api_tests;
+mod discord_gateway;
 mod slack;
 mod slack_api;
 #[cfg(test)]
@@ -47,6 +50,8 @@ mod tests;
 pub use crisp_api::FakeCrisp;
 #[allow(unused_imports)]
 pub use discord_api::{DiscordMessage, DiscordThread, FakeDiscord};
+#[allow(unused_imports)]
+pub use discord_gateway::{FakeGateway, GATEWAY_BOT_USER_ID, PERSON_USER_ID};
 #[allow(unused_imports)]
 pub use slack_api::{FakeSlackApi, SlackMessage};
 
