@@ -98,9 +98,33 @@ pub struct Supervisor {
     pub abort: CancellationToken,
 }
 
+/// The delivery workers and reply listeners of one configuration.
+struct Running {
+    engine: Engine,
+    listeners: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    async fn join(self) {
+        self.engine.join().await;
+        for l in self.listeners {
+            let _ = l.await;
+        }
+    }
+}
+
 impl Supervisor {
-    fn engine(&self, relay: Arc<Relay>) -> (Engine, CancellationToken) {
+    fn engine(&self, relay: Arc<Relay>) -> (Running, CancellationToken) {
         let stop = self.shutdown.child_token();
+        let listeners = crate::listen::start(
+            &relay,
+            &crate::listen::Parts {
+                store: self.store.clone(),
+                transport: self.transport.clone(),
+                clock: self.clock,
+            },
+            &stop,
+        );
         let ctx = Arc::new(Context {
             relay,
             store: self.store.clone(),
@@ -111,7 +135,13 @@ impl Supervisor {
             limiters: self.limiters.clone(),
             states: self.states.clone(),
         });
-        (Engine::start(ctx, stop.clone(), self.abort.clone()), stop)
+        (
+            Running {
+                engine: Engine::start(ctx, stop.clone(), self.abort.clone()),
+                listeners,
+            },
+            stop,
+        )
     }
 
     /// Starts the engine and serves reload requests until shutdown; returns

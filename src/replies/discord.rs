@@ -180,11 +180,12 @@ pub fn messages_after_request(
     token: &Secret,
     channel_id: &str,
     after_message_id: &str,
+    limit: &str,
 ) -> OutgoingRequest {
     let mut url = api_url(api, &["channels", channel_id, "messages"]);
     url.query_pairs_mut()
         .append_pair("after", after_message_id)
-        .append_pair("limit", "100");
+        .append_pair("limit", limit);
     get(url, token)
 }
 
@@ -234,3 +235,59 @@ pub fn parse_messages(body: &str) -> Vec<Message> {
 
 #[cfg(test)]
 mod tests;
+
+/// Discord's epoch (2015-01-01T00:00:00Z) in Unix milliseconds.
+const DISCORD_EPOCH_MS: i64 = 1_420_070_400_000;
+
+/// The smallest snowflake of a message posted at `unix_ms` (for `after=`:
+/// every message posted since then has a larger id).
+pub fn snowflake_at(unix_ms: i64) -> String {
+    let since = unix_ms.saturating_sub(DISCORD_EPOCH_MS).max(0) as u64;
+    (since << 22).to_string()
+}
+
+/// The replies a person's message in the thread of `conversation`
+/// (`website_id/session_id`) on `target` makes, each with its dedupe key:
+/// its text, then each attachment as a file message.
+pub fn replies_from(
+    msg: &Message,
+    conversation: &str,
+    target: &str,
+) -> Vec<(crate::targets::crisp::Reply, String)> {
+    use crate::targets::crisp::{File, Reply, Source};
+    let Some((website_id, session_id)) = conversation.split_once('/') else {
+        return Vec::new();
+    };
+    let base = Reply {
+        website_id: website_id.to_owned(),
+        session_id: session_id.to_owned(),
+        content: msg.content.clone(),
+        nickname: display_name(&msg.author),
+        avatar: avatar_url(&msg.author),
+        file: None,
+        source: Source {
+            target: target.to_owned(),
+            channel: msg.channel_id.clone(),
+            thread: msg.channel_id.clone(),
+            message: msg.id.clone(),
+        },
+    };
+    let mut out = Vec::new();
+    if !msg.content.trim().is_empty() {
+        out.push((base.clone(), format!("discord\u{1f}{}", msg.id)));
+    }
+    for (i, a) in msg.attachments.iter().enumerate() {
+        let mut r = base.clone();
+        r.content = a.filename.clone();
+        r.file = Some(File {
+            name: a.filename.clone(),
+            url: a.url.clone(),
+            mime: a
+                .content_type
+                .clone()
+                .unwrap_or_else(|| "application/octet-stream".to_owned()),
+        });
+        out.push((r, format!("discord\u{1f}{}\u{1f}{i}", msg.id)));
+    }
+    out
+}

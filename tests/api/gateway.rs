@@ -449,7 +449,7 @@ async fn the_token_never_shows_in_debug_output() {
         "{shown}"
     );
     let req =
-        crisp_relay::replies::discord::messages_after_request(&cfg.api, &cfg.token, THREAD, "1");
+        crisp_relay::replies::discord::messages_after_request(&cfg.api, &cfg.token, THREAD, "1", "100");
     let shown = format!("{req:?}");
     assert!(
         !shown.contains(TOKEN) && !shown.contains("secret"),

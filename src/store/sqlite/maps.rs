@@ -21,6 +21,24 @@ impl SqliteStore {
         Ok(row.map(|r| r.try_get(0)).transpose()?)
     }
 
+    pub(super) async fn read_active_threads(
+        &self,
+        target: &str,
+        since_ms: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT t.thread FROM threads t WHERE t.target = ? AND EXISTS \
+             (SELECT 1 FROM events e WHERE e.conversation = t.conversation AND e.received_at >= ?)",
+        )
+        .bind(target)
+        .bind(since_ms)
+        .fetch_all(&self.reads)
+        .await?;
+        rows.iter()
+            .map(|r| r.try_get(0).map_err(StoreError::from))
+            .collect()
+    }
+
     pub(super) async fn read_remembered(&self, keys: &[String]) -> Result<bool, StoreError> {
         let since = self.clock.now_ms().saturating_sub(DEDUPE_WINDOW_MS);
         for key in keys {

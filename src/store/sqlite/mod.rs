@@ -529,6 +529,14 @@ impl Store for SqliteStore {
         Box::pin(self.read_conversation_of(target, thread))
     }
 
+    fn active_threads<'a>(
+        &'a self,
+        target: &'a str,
+        since_ms: i64,
+    ) -> StoreFuture<'a, Vec<String>> {
+        Box::pin(self.read_active_threads(target, since_ms))
+    }
+
     fn remembered<'a>(&'a self, keys: &'a [String]) -> StoreFuture<'a, bool> {
         Box::pin(self.read_remembered(keys))
     }

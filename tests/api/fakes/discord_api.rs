@@ -224,6 +224,8 @@ struct World {
     next_id: u64,
     /// Channels and threads whose posts answer 500 (a failing shard).
     failing: Vec<String>,
+    /// What Get Gateway Bot answers as the Gateway's URL, once set.
+    gateway: Option<String>,
 }
 
 /// The message object of an answer (`message.mdx` §Message Object).
@@ -388,6 +390,17 @@ impl World {
             ["webhooks", id, token, service @ ("slack" | "github")] => {
                 webhook::webhook(self, st, rec, id, token, Some(service))
             }
+            ["gateway", "bot"] if versioned && self.gateway.is_some() => {
+                if rec.header("authorization") != Some(format!("Bot {}", self.bot_token).as_str()) {
+                    return json_answer(401, json!({"message": "401: Unauthorized", "code": 0}), vec![]);
+                }
+                let url = self.gateway.clone().unwrap_or_default();
+                json_answer(
+                    200,
+                    json!({"url": url, "shards": 1, "session_start_limit": {"total": 1000, "remaining": 999, "reset_after": 14_400_000, "max_concurrency": 1}}),
+                    vec![],
+                )
+            }
             ["channels", ..] if versioned => match bot::route(&rec.method, &segs) {
                 Some(Ok(route)) => bot::bot(self, st, rec, route),
                 Some(Err(())) => json_answer(
@@ -449,6 +462,7 @@ impl FakeDiscord {
                 webhooks: Vec::new(),
                 next_id: 1_300_000_000_000_000_000,
                 failing: Vec::new(),
+                gateway: None,
             }),
         });
         let server = FakeServer::start(Kind::Custom(api.clone())).await;
@@ -571,6 +585,25 @@ impl FakeDiscord {
     /// Archives a thread (as inactivity would); a post unarchives it.
     pub fn archive_thread(&self, id: &str) {
         self.with_thread(id, |t| t.archived = true);
+    }
+
+    /// Get Gateway Bot (`GET /api/v10/gateway/bot`) answers `url` from now
+    /// on (a [`super::discord_gateway::FakeGateway`]'s `ws://` address).
+    pub fn set_gateway_url(&self, url: &str) {
+        self.api.world().gateway = Some(url.to_owned());
+    }
+
+    /// Adds a person's message to a channel or thread, as if typed in
+    /// Discord (for catching up through REST); returns nothing.
+    pub fn post_as_person(&self, channel: &str, id: &str, content: &str) {
+        let mut w = self.api.world();
+        let ch = w.channel_mut(channel).unwrap_or_else(|| panic!("no channel {channel}"));
+        ch.messages.push(DiscordMessage {
+            id: id.to_owned(),
+            channel_id: channel.to_owned(),
+            body: json!({"content": content, "author": {"id": "1100000000000000042", "username": "ana", "global_name": "Ana", "bot": false}}),
+            webhook_id: None,
+        });
     }
 
     /// Posts into channel or thread `id` answer 500 from now on (`true`), as

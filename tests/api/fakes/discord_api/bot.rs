@@ -6,7 +6,7 @@
 use serde_json::{Value, json};
 
 use super::{
-    BOT_USER_ID, GUILD_FORUM, GUILD_TEXT, PRIVATE_THREAD, PUBLIC_THREAD, World, checks,
+    BOT_USER_ID, DiscordMessage, GUILD_FORUM, GUILD_TEXT, PRIVATE_THREAD, PUBLIC_THREAD, World, checks,
     message_object, unknown_channel,
 };
 use crate::fakes::discord::{
@@ -22,6 +22,7 @@ enum Op {
     CreateMessage,
     StartThread,
     StartThreadFromMessage,
+    GetMessages,
 }
 
 impl Op {
@@ -35,6 +36,7 @@ impl Op {
             Op::StartThreadFromMessage => {
                 "POST /channels/{channel.id}/messages/{message.id}/threads"
             }
+            Op::GetMessages => "GET /channels/{channel.id}/messages",
         }
     }
 }
@@ -55,7 +57,11 @@ pub(super) fn route<'a>(method: &str, segs: &[&'a str]) -> Option<Result<BotRout
             c,
             "",
         ),
-        ["channels", c, "messages"] => (&[("POST", Op::CreateMessage)], c, ""),
+        ["channels", c, "messages"] => (
+            &[("POST", Op::CreateMessage), ("GET", Op::GetMessages)],
+            c,
+            "",
+        ),
         ["channels", c, "threads"] => (&[("POST", Op::StartThread)], c, ""),
         ["channels", c, "messages", m, "threads"] => {
             (&[("POST", Op::StartThreadFromMessage)], c, m)
@@ -116,6 +122,7 @@ pub(super) fn bot(w: &mut World, st: &mut State, rec: &Received, route: BotRoute
         Op::CreateMessage => create_message(w, rec, id),
         Op::StartThread => start_thread(w, rec, id),
         Op::StartThreadFromMessage => start_thread_from_message(w, rec, id, route.message),
+        Op::GetMessages => get_messages(w, rec, id),
     };
     let (status, body) = result.unwrap_or_else(|r| r);
     json_answer(status, body, headers)
@@ -240,4 +247,33 @@ fn start_thread_from_message(
     let name = checks::thread_name(body.get("name"), "name")?.to_string();
     w.add_thread(message, id, &name, PUBLIC_THREAD, BOT_USER_ID);
     Ok((201, w.channel(message).expect("added").object()))
+}
+
+/// Get Channel Messages (`message.mdx`): the messages after `after` (a
+/// snowflake), newest first, at most `limit` (1–100, default 50) — the
+/// oldest `limit` of them, as Discord pages forward from `after`.
+fn get_messages(w: &World, rec: &Received, id: &str) -> Result<(u16, Value), Reject> {
+    let ch = w.live(id).ok_or_else(unknown_channel)?;
+    let num = |s: &str| s.parse::<u128>().unwrap_or(0);
+    let after = rec.query_param("after").map_or(0, |a| num(&a));
+    let limit = rec
+        .query_param("limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .unwrap_or(50)
+        .clamp(1, 100);
+    let mut items: Vec<&DiscordMessage> = ch.messages.iter().filter(|m| num(&m.id) > after).collect();
+    items.sort_by_key(|m| num(&m.id));
+    items.truncate(limit);
+    items.reverse();
+    let list: Vec<Value> = items
+        .iter()
+        .map(|m| {
+            let mut v = message_object(m);
+            if let Some(author) = m.body.get("author") {
+                v["author"] = author.clone();
+            }
+            v
+        })
+        .collect();
+    Ok((200, Value::Array(list)))
 }
