@@ -15,7 +15,8 @@
 //! 4010–4014 are fatal (told to the sink, then the task ends), 4003, 4007
 //! and 4009 start a new session, any other code (or none) resumes.
 //! Reconnects wait 1 s doubling to 60 s, except the first after a
-//! connection that worked (READY or RESUMED seen), which is immediate.
+//! connection that worked (READY or RESUMED seen) and did not end on an
+//! oversized payload (its resume would replay it), which is immediate.
 //! IDENTIFYs are at least 5 s apart (one per `max_concurrency` window of
 //! 5 s; Discord allows 1,000 a day). Payloads over 16 MiB, unreadable JSON,
 //! binary frames and unknown ops are dropped or end the connection (and
@@ -364,7 +365,10 @@ impl Client {
                         Some(Ok(f)) => f,
                         Some(Err(e)) => {
                             tracing::warn!(error = %e, "Discord Gateway connection failed");
-                            return end(Next::Resume, Duration::ZERO, healthy);
+                            // A resume would replay an oversized payload:
+                            // back off rather than loop at once.
+                            let oversized = matches!(e, tokio_websockets::Error::PayloadTooLong { .. });
+                            return end(Next::Resume, Duration::ZERO, healthy && !oversized);
                         }
                         None => {
                             tracing::warn!("Discord Gateway connection ended without a close code");
