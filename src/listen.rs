@@ -107,7 +107,11 @@ async fn take(
         return;
     }
     let conversation = loop {
-        match parts.store.conversation_of(&target.name, &m.channel_id).await {
+        match parts
+            .store
+            .conversation_of(&target.name, &m.channel_id)
+            .await
+        {
             Ok(Some(c)) => break c,
             Ok(None) => return,
             Err(e) => {
@@ -164,7 +168,13 @@ async fn catch_up(
     for thread in threads {
         let mut after = discord::snowflake_at(now - CATCH_UP_WINDOW_MS);
         loop {
-            let req = discord::messages_after_request(&cfg.api, &cfg.token, &thread, &after, CATCH_UP_PAGE);
+            let req = discord::messages_after_request(
+                &cfg.api,
+                &cfg.token,
+                &thread,
+                &after,
+                CATCH_UP_PAGE,
+            );
             let page = match parts.transport.send(&req, target.timeout).await {
                 Ok(a) if (200..300).contains(&a.status) => discord::parse_messages(&a.body),
                 Ok(a) => {

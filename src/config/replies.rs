@@ -173,17 +173,7 @@ fn target_replies(
     }
     match (&r.value, target.kind) {
         (RawReplies::On(false), _) => None,
-        (RawReplies::On(true), TargetKind::Discord) => {
-            // Reading Discord threads needs the bot's Gateway connection,
-            // which this version does not open yet: refused rather than
-            // silently doing nothing.
-            ctx.err(
-                r,
-                format!("target `{name}`: replies from Discord threads are not available in this version (they need the bot's Gateway connection)"),
-                Some("remove `replies` here; replies from Slack threads work (a Slack bot target with `replies: {signing_secret: ...}`)".into()),
-            );
-            None
-        }
+        (RawReplies::On(true), TargetKind::Discord) => Some(Replies::Discord),
         (RawReplies::Slack(s), TargetKind::Slack) => {
             // Values read through the untagged `replies` carry no position:
             // messages point at `replies` itself.

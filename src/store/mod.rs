@@ -379,11 +379,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// The threads on `target` of conversations with an event received
     /// since `since_ms` (where replies may have been written meanwhile).
-    fn active_threads<'a>(
-        &'a self,
-        target: &'a str,
-        since_ms: i64,
-    ) -> StoreFuture<'a, Vec<String>>;
+    fn active_threads<'a>(&'a self, target: &'a str, since_ms: i64)
+    -> StoreFuture<'a, Vec<String>>;
 
     /// Whether any of `keys` was recorded (by an accepted event's dedupe
     /// key or [`Op::Remember`]) within [`DEDUPE_WINDOW_MS`].

@@ -451,8 +451,9 @@ async fn the_token_never_shows_in_debug_output() {
         !shown.contains(TOKEN) && !shown.contains("secret"),
         "{shown}"
     );
-    let req =
-        crisp_relay::replies::discord::messages_after_request(&cfg.api, &cfg.token, THREAD, "1", "100");
+    let req = crisp_relay::replies::discord::messages_after_request(
+        &cfg.api, &cfg.token, THREAD, "1", "100",
+    );
     let shown = format!("{req:?}");
     assert!(
         !shown.contains(TOKEN) && !shown.contains("secret"),

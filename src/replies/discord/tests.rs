@@ -277,7 +277,8 @@ fn rest_requests() {
         ),
     ];
     for (api, want) in cases {
-        let req = messages_after_request(&url::Url::parse(api).unwrap(), &token, "123", "456", "100");
+        let req =
+            messages_after_request(&url::Url::parse(api).unwrap(), &token, "123", "456", "100");
         assert_eq!(req.method, "GET");
         assert_eq!(req.url.as_ref().unwrap().expose().as_str(), want);
         assert_eq!(header(&req, "authorization"), "Bot tok.EN-secret");

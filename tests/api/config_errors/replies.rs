@@ -1,6 +1,6 @@
 //! `crisp` and `replies`: replies need a bot target with threads and a
-//! `crisp` section; Discord replies are refused (not available yet); an
-//! empty signing secret turns replies off with a warning.
+//! `crisp` section, in the form of their chat; an empty signing secret
+//! turns replies off with a warning.
 
 use super::*;
 use crate::helpers::*;
@@ -52,11 +52,11 @@ fn replies_are_refused_where_they_cannot_work() {
             Some("CRISP_TOKEN_ID"),
         ),
         case(
-            "discord replies",
-            "targets:\n  d: {kind: discord, token: t, channel: \"123\", threads: per_conversation, replies: true}\ncrisp: {identifier: a, key: b}\n",
-            "true}",
-            "replies from Discord threads are not available in this version",
-            Some("remove `replies`"),
+            "discord replies written as slack's",
+            "targets:\n  d: {kind: discord, token: t, channel: \"123\", threads: per_conversation, replies: {signing_secret: x}}\ncrisp: {identifier: a, key: b}\n",
+            "{signing_secret: x}",
+            "Discord replies come through the bot's Gateway connection: write `replies: true`",
+            None,
         ),
         case(
             "slack replies written as true",

@@ -392,7 +392,11 @@ impl World {
             }
             ["gateway", "bot"] if versioned && self.gateway.is_some() => {
                 if rec.header("authorization") != Some(format!("Bot {}", self.bot_token).as_str()) {
-                    return json_answer(401, json!({"message": "401: Unauthorized", "code": 0}), vec![]);
+                    return json_answer(
+                        401,
+                        json!({"message": "401: Unauthorized", "code": 0}),
+                        vec![],
+                    );
                 }
                 let url = self.gateway.clone().unwrap_or_default();
                 json_answer(
@@ -597,7 +601,9 @@ impl FakeDiscord {
     /// Discord (for catching up through REST); returns nothing.
     pub fn post_as_person(&self, channel: &str, id: &str, content: &str) {
         let mut w = self.api.world();
-        let ch = w.channel_mut(channel).unwrap_or_else(|| panic!("no channel {channel}"));
+        let ch = w
+            .channel_mut(channel)
+            .unwrap_or_else(|| panic!("no channel {channel}"));
         ch.messages.push(DiscordMessage {
             id: id.to_owned(),
             channel_id: channel.to_owned(),

@@ -3,11 +3,13 @@
 //! the test sends as Slack would), the fake Crisp REST API receiving the
 //! operator messages, and the echo that Crisp's hook sends back.
 //!
-//! Files: `slack` (the Events API path and the replies in Crisp), `crisp`
+//! Files: `slack` (the Events API path and the replies in Crisp), `discord`
+//! (the Gateway and the catch-up after downtime), `crisp`
 //! (Crisp's outages and refusals, a crash after the acknowledgement);
 //! shared helpers here.
 
 mod crisp;
+mod discord;
 mod slack;
 
 use serde_json::{Value, json};

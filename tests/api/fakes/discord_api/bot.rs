@@ -6,8 +6,8 @@
 use serde_json::{Value, json};
 
 use super::{
-    BOT_USER_ID, DiscordMessage, GUILD_FORUM, GUILD_TEXT, PRIVATE_THREAD, PUBLIC_THREAD, World, checks,
-    message_object, unknown_channel,
+    BOT_USER_ID, DiscordMessage, GUILD_FORUM, GUILD_TEXT, PRIVATE_THREAD, PUBLIC_THREAD, World,
+    checks, message_object, unknown_channel,
 };
 use crate::fakes::discord::{
     Reject, check_message, error, field_error, json_answer, json_body, ratelimit_headers,
@@ -261,7 +261,8 @@ fn get_messages(w: &World, rec: &Received, id: &str) -> Result<(u16, Value), Rej
         .and_then(|l| l.parse::<usize>().ok())
         .unwrap_or(50)
         .clamp(1, 100);
-    let mut items: Vec<&DiscordMessage> = ch.messages.iter().filter(|m| num(&m.id) > after).collect();
+    let mut items: Vec<&DiscordMessage> =
+        ch.messages.iter().filter(|m| num(&m.id) > after).collect();
     items.sort_by_key(|m| num(&m.id));
     items.truncate(limit);
     items.reverse();
