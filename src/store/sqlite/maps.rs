@@ -1,13 +1,34 @@
-//! Reads of the store's maps beside the queue: which conversation a thread
-//! belongs to (for replies read from a thread), and whether a key was
+//! Reads of the store's maps beside the queue: a conversation's thread,
+//! which conversation a thread belongs to (for replies read from a thread), and whether a key was
 //! recorded recently (echoes of replies).
 
 use sqlx::Row;
 
 use super::SqliteStore;
-use crate::store::{DEDUPE_WINDOW_MS, StoreError};
+use crate::store::{DEDUPE_WINDOW_MS, StoreError, ThreadRef, ThreadState};
 
 impl SqliteStore {
+    pub(super) async fn read_thread(
+        &self,
+        target: &str,
+        conversation: &str,
+    ) -> Result<Option<ThreadRef>, StoreError> {
+        let row =
+            sqlx::query("SELECT thread, state FROM threads WHERE target = ? AND conversation = ?")
+                .bind(target)
+                .bind(conversation)
+                .fetch_optional(&self.reads)
+                .await?;
+        row.map(|r| {
+            Ok(ThreadRef {
+                thread: r.try_get(0)?,
+                state: ThreadState::parse(r.try_get::<&str, _>(1)?),
+            })
+        })
+        .transpose()
+        .map_err(|e: sqlx::Error| StoreError::from(e))
+    }
+
     pub(super) async fn read_conversation_of(
         &self,
         target: &str,
