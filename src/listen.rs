@@ -35,6 +35,7 @@ const CATCH_UP_PAGE: &str = "25";
 #[derive(Clone)]
 pub struct Parts {
     pub store: Arc<dyn Store>,
+    pub metrics: Arc<crate::metrics::Metrics>,
     pub transport: Arc<dyn Transport>,
     pub clock: Clock,
 }
@@ -127,10 +128,14 @@ async fn take(
             let (event, deliveries) = replies::stored(&reply, dedupe.clone(), parts.clock.now_ms());
             match parts.store.accept(event, deliveries).await {
                 Ok(Accepted::New(_)) => {
+                    parts.metrics.reply("discord", "accepted");
                     info!(target_name = %target.name, %conversation, "an agent's reply in Discord, queued for Crisp");
                     break;
                 }
-                Ok(Accepted::Duplicate) => break,
+                Ok(Accepted::Duplicate) => {
+                    parts.metrics.reply("discord", "duplicate");
+                    break;
+                }
                 Err(e) => {
                     warn!(target_name = %target.name, error = %e, "cannot store a Discord reply; trying again in 1s");
                     if pause(stop).await {

@@ -133,6 +133,15 @@ pub struct TargetSource {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReplyLabels {
+    /// `slack` or `discord`.
+    pub source: &'static str,
+    /// `accepted`, `duplicate` (a retry or a message seen before), or for
+    /// Slack `unauthorized` (signature or timestamp refused).
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TargetLabel {
     pub target: String,
 }
@@ -161,6 +170,7 @@ impl MetricConstructor<Histogram> for Buckets {
 pub struct Metrics {
     registry: Registry,
     pub events_received: Family<EventLabels, Counter>,
+    pub replies_received: Family<ReplyLabels, Counter>,
     pub deliveries: Family<TargetOutcome, Counter>,
     pub delivery_duration: Family<TargetLabel, Histogram, Buckets>,
     pub end_to_end: Family<TargetLabel, Histogram, Buckets>,
@@ -196,6 +206,12 @@ impl Metrics {
             "events_received",
             "Crisp hook requests by event and outcome",
             events_received.clone(),
+        );
+        let replies_received = Family::<ReplyLabels, Counter>::default();
+        registry.register(
+            "replies_received",
+            "Agents' replies read from chat threads, by source and outcome",
+            replies_received.clone(),
         );
         let deliveries = Family::<TargetOutcome, Counter>::default();
         registry.register(
@@ -274,6 +290,7 @@ impl Metrics {
         Self {
             registry,
             events_received,
+            replies_received,
             deliveries,
             delivery_duration,
             end_to_end,
@@ -372,6 +389,13 @@ impl Metrics {
                 target: target.to_owned(),
             })
             .observe(e2e_ms.max(0) as f64 / 1000.0);
+    }
+
+    /// One reply (or refused request) from a chat.
+    pub fn reply(&self, source: &'static str, outcome: &'static str) {
+        self.replies_received
+            .get_or_create(&ReplyLabels { source, outcome })
+            .inc();
     }
 
     pub fn event(&self, name: Option<&str>, outcome: &'static str) {

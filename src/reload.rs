@@ -120,6 +120,7 @@ impl Supervisor {
             &relay,
             &crate::listen::Parts {
                 store: self.store.clone(),
+                metrics: self.metrics.clone(),
                 transport: self.transport.clone(),
                 clock: self.clock,
             },

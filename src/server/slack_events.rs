@@ -98,6 +98,7 @@ pub(super) async fn accept(
         }
     }
     if verified.is_empty() {
+        shared.metrics.reply("slack", "unauthorized");
         let why = refused.map_or_else(String::new, |e| e.to_string());
         return (
             error(StatusCode::UNAUTHORIZED, "unauthorized"),
@@ -181,6 +182,7 @@ pub(super) async fn accept(
     let (event, deliveries) = replies::stored(&reply, format!("slack\u{1f}{event_id}"), now);
     match shared.store.accept(event, deliveries).await {
         Ok(Accepted::New(_)) => {
+            shared.metrics.reply("slack", "accepted");
             info!(target_name = %target.name, %conversation, "an agent's reply in Slack, queued for Crisp");
             (
                 respond(StatusCode::OK, json!({"ok": true})),
@@ -188,11 +190,14 @@ pub(super) async fn accept(
                 None,
             )
         }
-        Ok(Accepted::Duplicate) => (
-            respond(StatusCode::OK, json!({"ok": true, "duplicate": true})),
-            Some(REPLY_EVENT.into()),
-            Some("duplicate".into()),
-        ),
+        Ok(Accepted::Duplicate) => {
+            shared.metrics.reply("slack", "duplicate");
+            (
+                respond(StatusCode::OK, json!({"ok": true, "duplicate": true})),
+                Some(REPLY_EVENT.into()),
+                Some("duplicate".into()),
+            )
+        }
         Err(e) => {
             warn!(error = %e, "Slack reply not stored; answering 503 (Slack retries)");
             (

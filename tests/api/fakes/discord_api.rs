@@ -226,6 +226,8 @@ struct World {
     failing: Vec<String>,
     /// What Get Gateway Bot answers as the Gateway's URL, once set.
     gateway: Option<String>,
+    /// Reactions the bot added: (channel, message, emoji as in the path).
+    reactions: Vec<(String, String, String)>,
 }
 
 /// The message object of an answer (`message.mdx` §Message Object).
@@ -467,6 +469,7 @@ impl FakeDiscord {
                 next_id: 1_300_000_000_000_000_000,
                 failing: Vec::new(),
                 gateway: None,
+                reactions: Vec::new(),
             }),
         });
         let server = FakeServer::start(Kind::Custom(api.clone())).await;
@@ -589,6 +592,12 @@ impl FakeDiscord {
     /// Archives a thread (as inactivity would); a post unarchives it.
     pub fn archive_thread(&self, id: &str) {
         self.with_thread(id, |t| t.archived = true);
+    }
+
+    /// The reactions the bot added (Create Reaction): (channel, message,
+    /// emoji percent-encoded as in the path).
+    pub fn reactions(&self) -> Vec<(String, String, String)> {
+        self.api.world().reactions.clone()
     }
 
     /// Get Gateway Bot (`GET /api/v10/gateway/bot`) answers `url` from now

@@ -73,6 +73,15 @@ async fn replies_in_a_discord_thread_reach_crisp_once_also_those_typed_while_the
         ]
     );
     assert_eq!(crisp.messages()[0].session_id, "session_ann");
+    // The agent sees a ✅ on each.
+    eventually("two check marks", || discord.reactions().len() == 2).await;
+    assert!(
+        discord
+            .reactions()
+            .contains(&(thread.clone(), first.clone(), "%E2%9C%85".to_string())),
+        "{:?}",
+        discord.reactions()
+    );
     assert!(
         crisp.messages()[0].body["user"]["avatar"]
             .as_str()
@@ -105,4 +114,21 @@ async fn replies_in_a_discord_thread_reach_crisp_once_also_those_typed_while_the
         ]
     );
     assert!(!app.logs().contains("bot-token"));
+    let metrics = app.admin_get("/metrics").await.text().await.unwrap();
+    // Since the restart: the missed one (the first again is a duplicate), the live one.
+    assert_eq!(
+        metric(
+            &metrics,
+            "crisp_relay_replies_received_total{source=\"discord\",outcome=\"accepted\"}"
+        ),
+        Some(2.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "crisp_relay_replies_received_total{source=\"discord\",outcome=\"duplicate\"}"
+        ),
+        Some(1.0)
+    );
 }

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use crate::fakes::{FakeCrisp, FakeSlackApi};
 use crate::helpers::*;
-use crate::threads::{chat_config, conv_message, eventually};
+use crate::threads::{chat_config, conv_message, eventually, eventually_within};
 
 pub const SIGNING_SECRET: &str = "slack-signing-secret";
 pub const CHANNEL: &str = "C0REPLIES01";

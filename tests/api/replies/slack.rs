@@ -191,6 +191,12 @@ async fn only_signed_fresh_requests_from_people_in_mapped_threads_become_replies
     .await;
     let contents: Vec<String> = crisp.messages().iter().map(|m| m.content()).collect();
     assert_eq!(contents, vec!["the real one", "the last one"]);
+    let metrics = app.admin_get("/metrics").await.text().await.unwrap();
+    for (outcome, want) in [("accepted", 2.0), ("duplicate", 2.0), ("unauthorized", 3.0)] {
+        let series =
+            format!("crisp_relay_replies_received_total{{source=\"slack\",outcome=\"{outcome}\"}}");
+        assert_eq!(metric(&metrics, &series), Some(want), "{series}\n{metrics}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

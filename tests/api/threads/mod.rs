@@ -66,7 +66,12 @@ pub fn chat_config(target: &str) -> Workdir {
 
 /// Polls `cond` every 20 ms; panics with `what` after 30 s.
 pub async fn eventually(what: &str, cond: impl Fn() -> bool) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    eventually_within(what, 30, cond).await;
+}
+
+/// Polls `cond` every 20 ms; panics with `what` after `secs` seconds.
+pub async fn eventually_within(what: &str, secs: u64, cond: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
     while !cond() {
         assert!(
             std::time::Instant::now() < deadline,

@@ -23,6 +23,7 @@ enum Op {
     StartThread,
     StartThreadFromMessage,
     GetMessages,
+    CreateReaction,
 }
 
 impl Op {
@@ -37,6 +38,9 @@ impl Op {
                 "POST /channels/{channel.id}/messages/{message.id}/threads"
             }
             Op::GetMessages => "GET /channels/{channel.id}/messages",
+            Op::CreateReaction => {
+                "PUT /channels/{channel.id}/messages/{message.id}/reactions/{emoji}/@me"
+            }
         }
     }
 }
@@ -63,6 +67,9 @@ pub(super) fn route<'a>(method: &str, segs: &[&'a str]) -> Option<Result<BotRout
             "",
         ),
         ["channels", c, "threads"] => (&[("POST", Op::StartThread)], c, ""),
+        ["channels", c, "messages", m, "reactions", _, "@me"] => {
+            (&[("PUT", Op::CreateReaction)], c, m)
+        }
         ["channels", c, "messages", m, "threads"] => {
             (&[("POST", Op::StartThreadFromMessage)], c, m)
         }
@@ -123,6 +130,17 @@ pub(super) fn bot(w: &mut World, st: &mut State, rec: &Received, route: BotRoute
         Op::StartThread => start_thread(w, rec, id),
         Op::StartThreadFromMessage => start_thread_from_message(w, rec, id, route.message),
         Op::GetMessages => get_messages(w, rec, id),
+        Op::CreateReaction => {
+            // The emoji is the path's sixth segment, percent-encoded.
+            let emoji = rec.path.split('/').nth(8).unwrap_or("").to_owned();
+            w.reactions
+                .push((id.to_owned(), route.message.to_owned(), emoji));
+            return Canned {
+                status: 204,
+                body: String::new(),
+                headers,
+            };
+        }
     };
     let (status, body) = result.unwrap_or_else(|r| r);
     json_answer(status, body, headers)
