@@ -27,26 +27,35 @@
 //! `cargo bench --bench load -- threads` (with `--quick` or not) runs only
 //! the threads phase: 20 conversations × 10 messages (4 with `--quick`) to
 //! a Discord forum webhook with a thread per conversation at Discord's
-//! limit of 5 requests per 2 s, with coalescing off and on.
+//! limit of 5 requests per 2 s, with coalescing off and on;
+//! `cargo bench --bench load -- replies` (with `--quick` or not) runs only
+//! the replies phase: agents' replies in Slack threads, signed Events API
+//! requests at 50 per second for 20 s (5 s with `--quick`), timed to their
+//! arrival at a Crisp API sink, with the shipped `crisp.rate_limit` and
+//! then with it lifted.
 //!
 //! `CRISP_RELAY_BENCH_BIN=/path/to/crisp-relay cargo bench --bench load`
 //! runs that relay binary instead of the one cargo built (the harness still
 //! builds its own), to measure another build, such as an older release,
 //! with the same harness in the same session. The bench config uses only
-//! keys that build must know.
+//! keys that build must know (but the replies phase needs replies, and its
+//! second run `crisp.rate_limit`).
 //!
 //! The harness is split by job: `sink.rs` (the destination), `baseline.rs`,
 //! `relay.rs` (starting and stopping the relay, its config), `drive.rs`
 //! (the load generator), `report.rs` (latency stats, table, JSON),
 //! `prune.rs` (the prune phase), `threads.rs` (the threads phase) with
-//! `forum.rs` (its Discord forum webhook) and `soak.rs`; this file holds
-//! the command line and the full run's phases.
+//! `forum.rs` (its Discord forum webhook), `replies.rs` (the replies phase)
+//! with `replies_sinks.rs` (its Slack and Crisp APIs) and `soak.rs`; this
+//! file holds the command line and the full run's phases.
 
 mod baseline;
 mod drive;
 mod forum;
 mod prune;
 mod relay;
+mod replies;
+mod replies_sinks;
 mod report;
 mod sink;
 mod soak;
@@ -120,6 +129,8 @@ fn main() -> ExitCode {
         rt.block_on(prune_only(args.iter().any(|a| a == "--quick")))
     } else if args.first().map(String::as_str) == Some("threads") {
         rt.block_on(threads_only(args.iter().any(|a| a == "--quick")))
+    } else if args.first().map(String::as_str) == Some("replies") {
+        rt.block_on(replies_only(args.iter().any(|a| a == "--quick")))
     } else {
         rt.block_on(full(args.iter().any(|a| a == "--quick")))
     };
@@ -361,6 +372,10 @@ async fn full(quick: bool) -> Res<()> {
     // Threads in a Discord forum at its real limit, coalescing off and on.
     let threads = threads::phase(quick).await?;
 
+    // Agents' replies from Slack threads to Crisp at 50/s, with the
+    // shipped `crisp.rate_limit` and without it.
+    let replies = replies::phase(quick).await?;
+
     print_full(Full {
         secs,
         base,
@@ -387,6 +402,7 @@ async fn full(quick: bool) -> Res<()> {
         thousand,
         prune,
         threads,
+        replies,
     })
 }
 
@@ -484,4 +500,27 @@ async fn threads_only(quick: bool) -> Res<()> {
     println!("{text}");
     report::write_json("relay-bench-threads.json", &text)?;
     run.verdict()
+}
+
+/// `replies` alone: the replies phase; a table and JSON (also written to
+/// `target/relay-bench-replies.json`). Fails unless every reply was
+/// acknowledged 200 and reached Crisp once, in its conversation's order.
+async fn replies_only(quick: bool) -> Res<()> {
+    let phase = replies::phase(quick).await?;
+    println!();
+    println!("| measure | figure | goal |");
+    println!("|---|---|---|");
+    for row in replies::table_rows(&phase) {
+        println!("{row}");
+    }
+    println!();
+    let report = json!({
+        "machine": report::machine(),
+        "relay_binary": relay::relay_binary().display().to_string(),
+        "replies": replies::to_json(&phase),
+    });
+    let text = serde_json::to_string_pretty(&report)?;
+    println!("{text}");
+    report::write_json("relay-bench-replies.json", &text)?;
+    phase.verdict()
 }

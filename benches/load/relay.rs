@@ -143,6 +143,9 @@ pub struct Start<'a> {
     /// ingest port accepts connections (events sent then wait in its
     /// backlog, as a webhook arriving while the relay starts would).
     pub ready: bool,
+    /// Appended to the config as written: top-level sections past the
+    /// routes (`crisp:`, say).
+    pub extra: &'a str,
 }
 
 impl Default for Start<'_> {
@@ -152,6 +155,7 @@ impl Default for Start<'_> {
             log: None,
             ready_within: Duration::from_secs(30),
             ready: true,
+            extra: "",
         }
     }
 }
@@ -173,8 +177,9 @@ pub async fn start_relay_in(
          admin: {{listen: \"{admin}\"}}\n\
          store: {store}\n\
          targets:\n  sink: {target}\n\
-         routes:\n{filler}  - {{name: all, to: [sink]}}\n",
+         routes:\n{filler}  - {{name: all, to: [sink]}}\n{extra}",
         store = start.store,
+        extra = start.extra,
         target = setup.target,
         filler = filler_routes(setup.filler_routes),
     );

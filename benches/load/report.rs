@@ -1,7 +1,7 @@
 //! What a run reports: latency percentiles, a process's RSS and CPU time,
 //! the machine, and the full run's table and JSON (also written to
-//! `target/relay-bench.json`; the prune and threads phases' rows and JSON
-//! come from `prune.rs` and `threads.rs`).
+//! `target/relay-bench.json`; the prune, threads and replies phases' rows
+//! and JSON come from `prune.rs`, `threads.rs` and `replies.rs`).
 
 use std::path::Path;
 
@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use crate::drive::{DrainRun, LoadResult};
 use crate::prune::{self, PruneRun};
 use crate::relay::relay_binary;
+use crate::replies::{self, RepliesPhase};
 use crate::threads::{self, ThreadsPhase};
 use crate::{CONNECTIONS, PRUNE_RATE, Res};
 
@@ -126,11 +127,14 @@ pub struct Full {
     pub thousand: LoadResult,
     pub prune: PruneRun,
     pub threads: ThreadsPhase,
+    pub replies: RepliesPhase,
 }
 
 /// Prints the full run's table and JSON, and writes the JSON to
 /// `target/relay-bench.json`; then fails if the threads phase found a
-/// conversation's messages missing, repeated, split or out of order.
+/// conversation's messages missing, repeated, split or out of order, or
+/// the replies phase a reply unacknowledged, missing, repeated or out of
+/// order.
 pub fn print_full(f: Full) -> Res<()> {
     let Full {
         secs,
@@ -158,6 +162,7 @@ pub fn print_full(f: Full) -> Res<()> {
         thousand,
         prune,
         threads,
+        replies,
     } = f;
     let prune_empty = fixed
         .iter()
@@ -203,6 +208,7 @@ pub fn print_full(f: Full) -> Res<()> {
                     "cost": round2(routing_cost)},
         "prune": prune::to_json(&prune, PRUNE_RATE, prune_empty),
         "threads": threads::to_json(&threads),
+        "replies": replies::to_json(&replies),
     });
     println!();
     println!("| measure | figure | goal |");
@@ -254,6 +260,9 @@ pub fn print_full(f: Full) -> Res<()> {
     for row in threads::table_rows(&threads) {
         println!("{row}");
     }
+    for row in replies::table_rows(&replies) {
+        println!("{row}");
+    }
     println!("| RSS idle | {:.1} MiB | ≤ 15 |", idle.0);
     println!(
         "| RSS peak under load | {:.1} MiB | ≤ 60 |",
@@ -274,5 +283,9 @@ pub fn print_full(f: Full) -> Res<()> {
     let text = serde_json::to_string_pretty(&report)?;
     println!("{text}");
     write_json("relay-bench.json", &text)?;
-    threads.verdict()
+    match (threads.verdict(), replies.verdict()) {
+        (Ok(()), Ok(())) => Ok(()),
+        (Err(e), Ok(())) | (Ok(()), Err(e)) => Err(e),
+        (Err(a), Err(b)) => Err(format!("{a}; {b}").into()),
+    }
 }

@@ -402,7 +402,7 @@ fn check(
 }
 
 /// The relay's warnings and errors from its log (JSON lines).
-fn log_problems(path: &Path) -> Vec<String> {
+pub fn log_problems(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
