@@ -354,6 +354,42 @@ mod tests {
             (Webhook, 403, "{\"error\":\"bad token\"}", "disable"),
             (Webhook, 422, "", "dead"),
             (Webhook, 504, "", "retry"),
+            // Crisp's REST API (research: two-way.md §1.4, §1.5).
+            (
+                Crisp,
+                201,
+                "{\"error\":false,\"data\":{\"fingerprint\":1}}",
+                "delivered",
+            ),
+            (
+                Crisp,
+                420,
+                "{\"error\":true,\"reason\":\"rate_limited\"}",
+                "retry",
+            ),
+            (Crisp, 429, "", "retry"),
+            (Crisp, 503, "", "retry"),
+            (
+                Crisp,
+                401,
+                "{\"error\":true,\"reason\":\"invalid_session\"}",
+                "disable",
+            ),
+            (Crisp, 403, "", "disable"),
+            (
+                Crisp,
+                404,
+                "{\"error\":true,\"reason\":\"not_found\"}",
+                "dead",
+            ),
+            (
+                Crisp,
+                400,
+                "{\"error\":true,\"reason\":\"invalid_data\"}",
+                "dead",
+            ),
+            // 420 is Crisp's alone: elsewhere it is a plain client error.
+            (Webhook, 420, "", "dead"),
         ];
         for (kind, status, body, want) in cases {
             assert_eq!(
