@@ -177,14 +177,14 @@ pub async fn start_with(
     }
     let store: Arc<dyn Store> = match parts.store {
         Some(s) => s,
-        None => Arc::new(
-            store::SqliteStore::open(
-                &cfg.startup.store_path,
+        None => {
+            store::open(
+                &cfg.startup.store_location(),
                 cfg.startup.queue_capacity,
                 parts.clock,
             )
-            .await?,
-        ),
+            .await?
+        }
     };
     let Listeners { ingest, admin } = listeners;
     let ingest_addr = ingest.local_addr().map_err(|source| StartError::Bind {

@@ -142,8 +142,94 @@ pub fn redact_url(url: &url::Url, keep_segments: usize) -> String {
     out
 }
 
+/// A PostgreSQL connection URL (`store.url`): its password is a secret.
+/// `Debug` and [`DatabaseUrl::redacted`] show it as `***`; `Serialize`
+/// writes the redacted form (the reload diff).
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl {
+    url: url::Url,
+    redacted: String,
+}
+
+impl DatabaseUrl {
+    /// Parses `text` as a `postgres://` (or `postgresql://`) URL with a
+    /// host. The error never repeats the text (it may hold the password).
+    pub fn parse(text: &str) -> Result<Self, &'static str> {
+        let url = url::Url::parse(text)
+            .map_err(|_| "is not a URL like postgres://user:password@host:5432/database")?;
+        if !matches!(url.scheme(), "postgres" | "postgresql") {
+            return Err("must start with postgres:// (only PostgreSQL is supported)");
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err("has no host (e.g. postgres://user:password@db:5432/relay)");
+        }
+        let mut shown = url.clone();
+        if shown.password().is_some() {
+            let _ = shown.set_password(Some("***"));
+        }
+        // Query values (sslpassword, say) may be secret too: names only.
+        let names: Vec<String> = url.query_pairs().map(|(k, _)| k.into_owned()).collect();
+        if names.is_empty() {
+            shown.set_query(None);
+        } else {
+            let q: Vec<String> = names.iter().map(|k| format!("{k}=***")).collect();
+            shown.set_query(Some(&q.join("&")));
+        }
+        Ok(Self {
+            redacted: shown.to_string(),
+            url,
+        })
+    }
+
+    /// The URL itself, for the one place that connects.
+    pub fn expose(&self) -> &url::Url {
+        &self.url
+    }
+
+    /// The URL with its password and query values replaced by `***`.
+    pub fn redacted(&self) -> &str {
+        &self.redacted
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DatabaseUrl({})", self.redacted)
+    }
+}
+
+impl serde::Serialize for DatabaseUrl {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.redacted)
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn database_urls_never_show_their_password() {
+        let u = DatabaseUrl::parse(
+            "postgres://relay:s3cret@db:5432/relay?sslmode=require&sslpassword=p4ss",
+        )
+        .unwrap();
+        for shown in [
+            format!("{u:?}"),
+            u.redacted().to_owned(),
+            serde_json::to_string(&u).unwrap(),
+        ] {
+            assert!(
+                !shown.contains("s3cret") && !shown.contains("p4ss"),
+                "{shown}"
+            );
+            assert!(shown.contains("relay:***@db:5432/relay"), "{shown}");
+        }
+        assert_eq!(u.expose().password(), Some("s3cret"));
+        for bad in ["mysql://u:p@h/db", "postgres:///db", "not a url s3cret"] {
+            let e = DatabaseUrl::parse(bad).unwrap_err();
+            assert!(!e.contains("s3cret"), "{e}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -71,7 +71,7 @@ pub(super) async fn run(config: &Path, cmd: Deadletters) -> ExitCode {
         Err(code) => return code,
     };
     let code = match cmd {
-        Deadletters::List { target, json } => list(&store, target.as_deref(), json).await,
+        Deadletters::List { target, json } => list(store.as_ref(), target.as_deref(), json).await,
         Deadletters::Replay { id, all: _, target } => {
             match store.apply(Op::Replay { id, target }).await {
                 Ok(0) => {

@@ -1,5 +1,5 @@
 //! The command line: `serve` (the default), `check`, `render`, `send`,
-//! `deadletters`, `queue` and `healthcheck`, one file each.
+//! `deadletters`, `queue`, `migrate` and `healthcheck`, one file each.
 //!
 //! Owns argument parsing, what each command prints, and exit codes: 0 ok,
 //! 1 a failed check, render or send (or a runtime failure of `serve`), 2 a
@@ -11,6 +11,7 @@
 mod check;
 mod deadletters;
 mod healthcheck;
+mod migrate;
 mod queue;
 mod render;
 mod send;
@@ -103,6 +104,10 @@ pub enum Command {
     /// `store.path` from the config).
     #[command(subcommand)]
     Deadletters(deadletters::Deadletters),
+    /// Create or upgrade the store's schema (SQLite file or PostgreSQL
+    /// database) and exit; `serve` also does it at start. Needs only the
+    /// `store` section of the config.
+    Migrate,
     /// List queued deliveries by target and template; move or purge those
     /// whose target or template the configuration no longer has.
     #[command(subcommand)]
@@ -142,6 +147,7 @@ pub fn main() -> ExitCode {
     match cli.command {
         Some(Command::Deadletters(cmd)) => with_runtime(deadletters::run(&path, cmd)),
         Some(Command::Queue(cmd)) => with_runtime(queue::run(&path, cmd)),
+        Some(Command::Migrate) => with_runtime(migrate::run(&path)),
         command => {
             let relay = match load(&path) {
                 Ok(r) => r,
@@ -258,15 +264,17 @@ fn unknown_target(relay: &Relay, name: &str) -> ExitCode {
 /// store that does not exist is an error rather than created: these
 /// commands would otherwise leave an empty store wherever they were run
 /// with the wrong config.
-async fn open_store(startup: &Startup) -> Result<crate::store::SqliteStore, ExitCode> {
-    if !startup.store_path.is_file() {
+async fn open_store(
+    startup: &Startup,
+) -> Result<std::sync::Arc<dyn crate::store::Store>, ExitCode> {
+    if startup.store_url.is_none() && !startup.store_path.is_file() {
         eprintln!(
             "error: there is no store at {}\n  hint: the relay creates it when it starts; pass the relay's config with -c (store.path is relative to it)",
             startup.store_path.display()
         );
         return Err(ExitCode::from(1));
     }
-    crate::store::SqliteStore::open(&startup.store_path, 16, Clock::system())
+    crate::store::open(&startup.store_location(), 16, Clock::system())
         .await
         .map_err(|e| {
             eprintln!("error: {e}");

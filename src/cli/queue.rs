@@ -68,7 +68,7 @@ pub(super) async fn run(config: &Path, cmd: Queue) -> ExitCode {
         Err(code) => return code,
     };
     let code = match cmd {
-        Queue::List { json } => list(&store, relay.as_ref().ok(), json).await,
+        Queue::List { json } => list(store.as_ref(), relay.as_ref().ok(), json).await,
         Queue::Move {
             target,
             template,
@@ -105,7 +105,7 @@ pub(super) async fn run(config: &Path, cmd: Queue) -> ExitCode {
             target,
             template,
             force,
-        } => purge(&store, relay, target, template, force).await,
+        } => purge(store.as_ref(), relay, target, template, force).await,
     };
     store.close().await;
     code

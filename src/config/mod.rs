@@ -173,8 +173,16 @@ pub struct Startup {
     /// `None`: no admin listener.
     #[serde(rename = "admin.listen")]
     pub admin_listen: Option<SocketAddr>,
+    /// The SQLite file (when `store_url` is `None`).
     #[serde(rename = "store.path")]
     pub store_path: PathBuf,
+    /// A PostgreSQL database instead of the SQLite file.
+    #[serde(rename = "store.url")]
+    pub store_url: Option<crate::secret::DatabaseUrl>,
+    /// PostgreSQL only: how long a replica owns a target's worker without
+    /// renewing its lease.
+    #[serde(rename = "store.lease")]
+    pub store_lease: std::time::Duration,
     /// How many accepted requests may wait for the next group commit before
     /// ingest answers 503.
     #[serde(rename = "store.queue_capacity")]
@@ -182,6 +190,17 @@ pub struct Startup {
 }
 
 impl Startup {
+    /// Where the store lives.
+    pub fn store_location(&self) -> crate::store::Location {
+        match &self.store_url {
+            Some(url) => crate::store::Location::Postgres {
+                url: url.clone(),
+                lease: self.store_lease,
+            },
+            None => crate::store::Location::Sqlite(self.store_path.clone()),
+        }
+    }
+
     /// The names (as written in the file) of the settings that differ in
     /// `new`.
     pub fn changed(&self, new: &Startup) -> Vec<String> {

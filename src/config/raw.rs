@@ -97,6 +97,10 @@ pub(super) struct RawStore {
     #[serde(default)]
     pub(super) path: Option<S<String>>,
     #[serde(default)]
+    pub(super) url: Option<S<String>>,
+    #[serde(default)]
+    pub(super) lease: Option<S<String>>,
+    #[serde(default)]
     pub(super) retention: Option<S<String>>,
     #[serde(default)]
     pub(super) queue_capacity: Option<S<u64>>,

@@ -266,6 +266,49 @@ pub(super) fn validate_startup(ctx: &mut Ctx, raw: &RawConfig, base_dir: &Path) 
         Some(p) => base_dir.join(ctx.interp(p, "store.path")?),
         None => base_dir.join("data/relay.db"),
     };
+    let store_url = match store.and_then(|r| r.url.as_ref()) {
+        Some(u) => {
+            if let Some(p) = store.and_then(|r| r.path.as_ref()) {
+                ctx.err(
+                    p,
+                    "store.path and store.url are both set; the store is either a SQLite file or a PostgreSQL database",
+                    Some("remove store.path to use PostgreSQL, or store.url to use SQLite".into()),
+                );
+            }
+            let text = ctx.interp(u, "store.url")?;
+            match crate::secret::DatabaseUrl::parse(&text) {
+                Ok(url) => Some(url),
+                Err(why) => {
+                    ctx.err(
+                        u,
+                        format!("store.url {why}"),
+                        Some("e.g. `url: \"${DATABASE_URL}\"` with DATABASE_URL=postgres://relay:PASSWORD@db:5432/relay".into()),
+                    );
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+    let lease_raw = store.and_then(|r| r.lease.clone());
+    if let (Some(l), None) = (&lease_raw, &store_url) {
+        ctx.err(
+            l,
+            "store.lease applies to a PostgreSQL store (store.url) only",
+            Some("remove it, or set store.url".into()),
+        );
+    }
+    let store_lease = ctx.duration(&lease_raw, "store.lease", Duration::from_secs(10));
+    if let Some(l) = lease_raw
+        .as_ref()
+        .filter(|_| store_lease < Duration::from_secs(2) || store_lease > Duration::from_secs(600))
+    {
+        ctx.err(
+            l,
+            "store.lease must be between 2s and 10m",
+            Some("it is how long a target waits for another replica after one dies; 10s is the default".into()),
+        );
+    }
     let queue_capacity = match store.and_then(|r| r.queue_capacity.as_ref()) {
         Some(n) if n.value == 0 => {
             ctx.err(n, "store.queue_capacity cannot be 0", None);
@@ -279,6 +322,8 @@ pub(super) fn validate_startup(ctx: &mut Ctx, raw: &RawConfig, base_dir: &Path) 
         max_connections,
         admin_listen,
         store_path,
+        store_url,
+        store_lease,
         queue_capacity,
     })
 }
