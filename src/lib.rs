@@ -18,6 +18,7 @@ pub mod clock;
 pub mod config;
 pub mod delivery;
 pub mod event;
+pub mod lease;
 pub mod listen;
 pub mod metrics;
 pub mod model;

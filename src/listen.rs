@@ -55,7 +55,7 @@ pub fn start(relay: &Relay, parts: &Parts, stop: &CancellationToken) -> Vec<Join
                 api: bot.api.clone(),
                 intents: discord::GUILDS | discord::GUILD_MESSAGES | discord::MESSAGE_CONTENT,
             };
-            Some(tokio::spawn(listen(
+            Some(tokio::spawn(leased(
                 t.clone(),
                 cfg,
                 parts.clone(),
@@ -63,6 +63,43 @@ pub fn start(relay: &Relay, parts: &Parts, stop: &CancellationToken) -> Vec<Join
             )))
         })
         .collect()
+}
+
+/// Runs the target's listener while this process holds its lease
+/// (`gateway:NAME`): with several replicas, one Gateway connection per bot,
+/// taken over by another replica if this one dies.
+async fn leased(
+    target: Target,
+    cfg: discord::GatewayConfig,
+    parts: Parts,
+    stop: CancellationToken,
+) {
+    let name = format!("gateway:{}", target.name);
+    while let Some(held) = crate::lease::hold(&parts.store, &name, &stop, || {}).await {
+        parts.metrics.lease_held(&name, true);
+        let run = stop.child_token();
+        let watch = {
+            let (lost, run) = (held.lost().clone(), run.clone());
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = lost.cancelled() => run.cancel(),
+                    () = run.cancelled() => {}
+                }
+            })
+        };
+        listen(target.clone(), cfg.clone(), parts.clone(), run).await;
+        watch.abort();
+        parts.metrics.lease_held(&name, false);
+        if stop.is_cancelled() {
+            held.release(parts.store.as_ref()).await;
+            return;
+        }
+        if !held.lost().is_cancelled() {
+            // The listener ended by itself (it logs why): give the lease up.
+            held.release(parts.store.as_ref()).await;
+            return;
+        }
+    }
 }
 
 async fn listen(

@@ -147,6 +147,11 @@ pub struct TargetLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LeaseLabel {
+    pub lease: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabel {
     pub outcome: &'static str,
 }
@@ -180,6 +185,7 @@ pub struct Metrics {
     pub dead_letters: Family<TargetLabel, Gauge>,
     pub config_reloads: Family<OutcomeLabel, Counter>,
     pub target_up: Family<TargetLabel, Gauge>,
+    pub lease_held: Family<LeaseLabel, Gauge>,
     pub worker_restarts: Family<TargetLabel, Counter>,
     pub orphaned: Family<TargetLabel, Gauge>,
     /// The targets whose queue gauges are exported.
@@ -265,8 +271,14 @@ impl Metrics {
         let target_up = Family::<TargetLabel, Gauge>::default();
         registry.register(
             "target_up",
-            "1 while the target's worker runs; 0 when it is paused, down (restarting) or disabled",
+            "1 while the target's worker runs (here, or on another replica that holds its lease); 0 when it is paused, down (restarting) or disabled",
             target_up.clone(),
+        );
+        let lease_held = Family::<LeaseLabel, Gauge>::default();
+        registry.register(
+            "lease_held",
+            "1 while this replica holds the lease (`target:NAME`: it runs the target's worker; `gateway:NAME`: the Discord Gateway listener); 0 when another replica does",
+            lease_held.clone(),
         );
         let worker_restarts = Family::<TargetLabel, Counter>::default();
         registry.register(
@@ -300,6 +312,7 @@ impl Metrics {
             dead_letters,
             config_reloads,
             target_up,
+            lease_held,
             worker_restarts,
             orphaned,
             targets: std::sync::RwLock::new(Vec::new()),
@@ -346,6 +359,14 @@ impl Metrics {
                 .get_or_create(&TargetLabel { target: t.clone() })
                 .set(*n);
         }
+    }
+
+    pub fn lease_held(&self, lease: &str, held: bool) {
+        self.lease_held
+            .get_or_create(&LeaseLabel {
+                lease: lease.to_owned(),
+            })
+            .set(i64::from(held));
     }
 
     pub fn target_up(&self, target: &str, up: bool) {

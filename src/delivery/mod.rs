@@ -47,6 +47,7 @@ use limiter::Limiters;
 use transport::Transport;
 
 /// What every worker shares.
+#[derive(Clone)]
 pub struct Context {
     pub relay: Arc<Relay>,
     pub store: Arc<dyn Store>,

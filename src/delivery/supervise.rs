@@ -18,6 +18,7 @@ use super::Context;
 use super::worker::{self, End};
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::store::fenced::FencedStore;
 
 /// First wait before restarting a worker that ended unexpectedly; doubles
 /// with each restart in a row, up to [`RESTART_MAX`].
@@ -41,11 +42,20 @@ pub enum TargetState {
     },
     /// Switched off in the configuration (empty url, `enabled: false`).
     Disabled,
+    /// Another replica holds the target's lease and runs its worker; this
+    /// one takes over if that lease expires.
+    Standby,
 }
 
 impl TargetState {
     pub fn is_running(&self) -> bool {
         matches!(self, Self::Running)
+    }
+
+    /// Whether the target is served: its worker runs here, or on another
+    /// replica (`target_up` is 1 for both).
+    pub fn is_served(&self) -> bool {
+        matches!(self, Self::Running | Self::Standby)
     }
 
     /// A short word for the state (`/readyz`, logs).
@@ -55,6 +65,7 @@ impl TargetState {
             Self::Paused { .. } => "paused",
             Self::Down { .. } => "down",
             Self::Disabled => "disabled",
+            Self::Standby => "standby",
         }
     }
 }
@@ -76,6 +87,16 @@ impl TargetStates {
             .collect()
     }
 
+    /// Every target's state, by name.
+    pub fn all(&self) -> Vec<(String, TargetState)> {
+        self.0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(n, s)| (n.clone(), s.clone()))
+            .collect()
+    }
+
     pub fn get(&self, target: &str) -> Option<TargetState> {
         self.0
             .read()
@@ -85,7 +106,7 @@ impl TargetStates {
     }
 
     pub(super) fn set(&self, metrics: &Metrics, target: &str, state: TargetState) {
-        metrics.target_up(target, state.is_running());
+        metrics.target_up(target, state.is_served());
         self.0
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -122,8 +143,11 @@ pub(super) fn restart_delay(restarts: u32) -> Duration {
         .min(RESTART_MAX)
 }
 
-/// Runs the worker of target `index` until `stop`, restarting it whenever
-/// it ends unexpectedly.
+/// Runs the worker of target `index` until `stop`, while this process
+/// holds the target's lease (at once on SQLite; with several replicas on
+/// PostgreSQL, only one runs it at a time). The worker writes through the
+/// lease's fence; when the lease is lost it is stopped at once, and this
+/// waits to take the lease again.
 pub(super) async fn supervise(
     ctx: Arc<Context>,
     index: usize,
@@ -131,6 +155,55 @@ pub(super) async fn supervise(
     abort: CancellationToken,
 ) {
     let name = ctx.relay.config.targets[index].name.clone();
+    let lease_name = format!("target:{name}");
+    loop {
+        let standby = || ctx.states.set(&ctx.metrics, &name, TargetState::Standby);
+        let Some(held) = crate::lease::hold(&ctx.store, &lease_name, &stop, standby).await else {
+            return;
+        };
+        ctx.metrics.lease_held(&lease_name, true);
+        let fenced = Arc::new(Context {
+            store: Arc::new(FencedStore::new(ctx.store.clone(), held.fence().clone())),
+            ..(*ctx).clone()
+        });
+        // The worker stops on shutdown, or at once when the lease is lost.
+        let (wstop, wabort) = (stop.child_token(), abort.child_token());
+        let watch = {
+            let (lost, wstop, wabort) = (held.lost().clone(), wstop.clone(), wabort.clone());
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = lost.cancelled() => { wstop.cancel(); wabort.cancel(); }
+                    () = wstop.cancelled() => {}
+                }
+            })
+        };
+        run_restarting(fenced, index, &name, wstop, wabort).await;
+        watch.abort();
+        ctx.metrics.lease_held(&lease_name, false);
+        if stop.is_cancelled() {
+            held.release(ctx.store.as_ref()).await;
+            return;
+        }
+        // Lost: what the worker queued is settled (refused by the fence, or
+        // committed while the lease held) before waiting for it again.
+        if let Err(e) = ctx.store.barrier().await {
+            warn!(target_name = %name, error = %e, "cannot confirm the stopped worker's results; some may be sent again");
+        }
+        drop(held);
+        ctx.states.set(&ctx.metrics, &name, TargetState::Standby);
+    }
+}
+
+/// Runs the worker of target `index` until `stop`, restarting it whenever
+/// it ends unexpectedly.
+async fn run_restarting(
+    ctx: Arc<Context>,
+    index: usize,
+    name: &str,
+    stop: CancellationToken,
+    abort: CancellationToken,
+) {
+    let name = name.to_owned();
     let mut restarts = 0u32;
     loop {
         ctx.states.set(&ctx.metrics, &name, TargetState::Running);
@@ -147,6 +220,11 @@ pub(super) async fn supervise(
                 return;
             }
             Ok(End::StoreClosed) => "the store was closed under it".to_owned(),
+            Ok(End::StoreFailed(e)) if stop.is_cancelled() => {
+                warn!(target_name = %name, error = %e, "a result was not recorded while stopping; it will be sent again");
+                return;
+            }
+            Ok(End::StoreFailed(e)) => format!("cannot record results: {e}"),
             Err(e) if e.is_panic() => {
                 let payload = e.into_panic();
                 let text = payload

@@ -67,6 +67,10 @@ pub enum End {
     Paused(String),
     /// The store is closed: the relay is shutting down.
     StoreClosed,
+    /// A result could not be committed (the database went away, the lease
+    /// was lost): the rows stay pending, and a new worker reads them again
+    /// in order rather than this one sending past them.
+    StoreFailed(String),
 }
 
 /// Runs the worker for `ctx.relay.config.targets[index]` until `stop`.
@@ -135,7 +139,9 @@ pub async fn run(
                 // the start must not see a row whose result is still
                 // uncommitted.
                 if cursor == 0 {
-                    confirm(&mut unconfirmed).await;
+                    if let Err(e) = confirm(&mut unconfirmed).await {
+                        break End::StoreFailed(e.to_string());
+                    }
                     rescanned = Instant::now();
                 }
             }
@@ -186,7 +192,9 @@ pub async fn run(
         };
         // Bounds what a crash can repeat: the rows sent whose results are
         // not yet on disk stay within `window`.
-        settle(&mut unconfirmed, window.saturating_sub(indices.len())).await;
+        if let Err(e) = settle(&mut unconfirmed, window.saturating_sub(indices.len())).await {
+            break End::StoreFailed(e.to_string());
+        }
         let group: Vec<&PendingDelivery> = indices.iter().map(|&i| &line[i]).collect();
         let span = tracing::info_span!(
             "delivery",
@@ -259,7 +267,7 @@ pub async fn run(
             break End::StoreClosed;
         }
     };
-    confirm(&mut unconfirmed).await;
+    let _ = confirm(&mut unconfirmed).await;
     debug!(target_name = %target.name, ?end, "delivery worker stopped");
     end
 }
@@ -278,21 +286,23 @@ async fn record_later(ctx: &Context, ops: Vec<Op>, unconfirmed: &mut Unconfirmed
     true
 }
 
-/// Waits until every queued result is committed.
-async fn confirm(unconfirmed: &mut Unconfirmed) {
-    settle(unconfirmed, 0).await;
+/// Waits until every queued result is committed; the first that failed.
+async fn confirm(unconfirmed: &mut Unconfirmed) -> Result<(), StoreError> {
+    settle(unconfirmed, 0).await
 }
 
 /// Forgets the results already committed, then waits for the oldest until
 /// at most `keep` are left. A result that failed to commit leaves its row
-/// pending: it is sent again (at-least-once).
-async fn settle(unconfirmed: &mut Unconfirmed, keep: usize) {
+/// pending: it is sent again (at-least-once); the first such failure is
+/// returned, so that the worker stops rather than sending past it.
+async fn settle(unconfirmed: &mut Unconfirmed, keep: usize) -> Result<(), StoreError> {
+    let mut failed = None;
     while let Some(front) = unconfirmed.front_mut() {
         let outcome = match front.try_take() {
             Some(outcome) => outcome,
             None if unconfirmed.len() > keep => match unconfirmed.pop_front() {
                 Some(c) => {
-                    report(c.wait().await);
+                    report(c.wait().await, &mut failed);
                     continue;
                 }
                 None => break,
@@ -300,14 +310,18 @@ async fn settle(unconfirmed: &mut Unconfirmed, keep: usize) {
             None => break,
         };
         unconfirmed.pop_front();
-        report(outcome);
+        report(outcome, &mut failed);
     }
+    failed.map_or(Ok(()), Err)
 }
 
-fn report(outcome: Result<u64, StoreError>) {
+fn report(outcome: Result<u64, StoreError>, failed: &mut Option<StoreError>) {
     match outcome {
         Ok(_) | Err(StoreError::Closed) => {}
-        Err(e) => error!(error = %e, "cannot record a delivery result; it will be sent again"),
+        Err(e) => {
+            error!(error = %e, "cannot record a delivery result; it will be sent again");
+            failed.get_or_insert(e);
+        }
     }
 }
 

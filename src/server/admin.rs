@@ -84,23 +84,42 @@ async fn handle(state: &Shared, req: &Request<Incoming>) -> Response<Body> {
 /// destination, down and restarting, or disabled — with the reason.
 async fn ready(state: &Shared) -> Response<Body> {
     let mut targets = Map::new();
-    for (name, s) in state.states.not_running() {
+    let (mut here, mut standby) = (Vec::new(), Vec::new());
+    for (name, s) in state.states.all() {
         let mut entry = json!({"state": s.as_str()});
         match s {
+            TargetState::Running => {
+                here.push(name);
+                continue;
+            }
+            TargetState::Standby => {
+                standby.push(name);
+                continue;
+            }
             TargetState::Paused { reason } => entry["reason"] = Value::String(reason),
             TargetState::Down { reason, restarts } => {
                 entry["reason"] = Value::String(reason);
                 entry["restarts"] = json!(restarts);
             }
-            TargetState::Running | TargetState::Disabled => {}
+            TargetState::Disabled => {}
         }
         targets.insert(name, entry);
     }
     let degraded = targets.values().any(|t| t["state"] != "disabled");
+    let info = state.store.info();
+    let mut store = json!({"engine": info.engine});
+    if let Some(replica) = info.replica {
+        // With several replicas: which targets' leases this one holds,
+        // and which run on another.
+        store["replica"] = Value::String(replica);
+        store["targets_here"] = json!(here);
+        store["targets_on_other_replicas"] = json!(standby);
+    }
     match state.store.probe().await {
         Ok(()) => {
             let status = if degraded { "degraded" } else { "ready" };
-            let mut body = json!({"status": status});
+            store["database"] = Value::String("ok".into());
+            let mut body = json!({"status": status, "store": store});
             if !targets.is_empty() {
                 body["targets_not_running"] = Value::Object(targets);
             }
@@ -108,9 +127,10 @@ async fn ready(state: &Shared) -> Response<Body> {
         }
         Err(e) => {
             warn!(error = %e, "readiness probe failed");
+            store["database"] = Value::String("unavailable".into());
             respond(
                 StatusCode::SERVICE_UNAVAILABLE,
-                json!({"status": "unavailable", "error": e.to_string(), "targets_not_running": targets}),
+                json!({"status": "unavailable", "error": e.to_string(), "store": store, "targets_not_running": targets}),
             )
         }
     }

@@ -19,6 +19,7 @@
 //!
 //! This module must not know about HTTP, templates or targets' wire formats.
 
+pub mod fenced;
 pub mod postgres;
 pub mod sqlite;
 

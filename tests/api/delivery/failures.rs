@@ -284,7 +284,10 @@ async fn a_webhook_refusing_the_credentials_pauses_the_target_until_a_reload() {
     );
     let ready: Value =
         serde_json::from_str(&app.admin_get("/readyz").await.text().await.unwrap()).unwrap();
-    assert_eq!(ready, json!({"status": "ready"}));
+    assert_eq!(
+        ready,
+        json!({"status": "ready", "store": {"engine": "sqlite", "database": "ok"}})
+    );
 }
 
 // ---------------------------------------------------------------------------

@@ -203,7 +203,13 @@ async fn admin_health_and_readiness() {
     let (status, body) = json_of(app.admin_get("/healthz").await).await;
     assert_eq!((status, body), (200, json!({"status": "ok"})));
     let (status, body) = json_of(app.admin_get("/readyz").await).await;
-    assert_eq!((status, body), (200, json!({"status": "ready"})));
+    assert_eq!(
+        (status, body),
+        (
+            200,
+            json!({"status": "ready", "store": {"engine": "sqlite", "database": "ok"}})
+        )
+    );
     for path in ["/nope", "/", "/crisp/hooks"] {
         assert_eq!(app.admin_get(path).await.status(), 404, "{path}");
     }
@@ -223,7 +229,13 @@ async fn readyz_is_503_while_the_store_cannot_write() {
     // Liveness does not depend on the store; readiness comes back.
     assert_eq!(app.admin_get("/healthz").await.status(), 200);
     let (status, body) = json_of(app.admin_get("/readyz").await).await;
-    assert_eq!((status, body), (200, json!({"status": "ready"})));
+    assert_eq!(
+        (status, body),
+        (
+            200,
+            json!({"status": "ready", "store": {"engine": "sqlite", "database": "ok"}})
+        )
+    );
 }
 
 #[tokio::test]
