@@ -31,6 +31,7 @@
 
 mod enabled;
 mod replies;
+mod store;
 mod syntax;
 mod values;
 mod warnings;
