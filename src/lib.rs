@@ -100,7 +100,7 @@ pub struct Parts {
     pub transport: Arc<dyn Transport>,
     /// The one clock of the store, the workers and ingest.
     pub clock: Clock,
-    /// The store; `None`: open the SQLite file of `store.path`.
+    /// The store; `None`: open the one the configuration names.
     pub store: Option<Arc<dyn Store>>,
     /// Seeds the backoff jitter; `None`: random.
     pub seed: Option<u64>,
