@@ -11,7 +11,7 @@
 //! that way means one repeated send). If the switch back to `FULL` fails,
 //! the batch fails: accepted events are never committed without fsync.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -258,23 +258,30 @@ impl Writer {
             .collect();
         // Resends of an event accepted in the last 24 h (also earlier in
         // this batch) store nothing. A key older than that is taken over.
-        let mut duplicate = Vec::with_capacity(accepts.len());
-        for (event, _) in &accepts {
-            let dup = match &event.dedupe {
-                None => false,
-                Some(key) => {
-                    sqlx::query("INSERT INTO seen (key, seen_at) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET seen_at = excluded.seen_at WHERE seen.seen_at < ?3")
-                        .bind(key)
-                        .bind(now)
-                        .bind(now.saturating_sub(DEDUPE_WINDOW_MS))
-                        .execute(&mut *tx)
-                        .await?
-                        .rows_affected()
-                        == 0
-                }
-            };
-            duplicate.push(dup);
+        // One statement per chunk of distinct keys; it answers the keys it
+        // inserted or took over.
+        let keys: Vec<Option<&str>> = accepts.iter().map(|(e, _)| e.dedupe.as_deref()).collect();
+        let mut distinct: Vec<&str> = Vec::with_capacity(keys.len());
+        let mut listed = HashSet::with_capacity(keys.len());
+        for key in keys.iter().flatten() {
+            if listed.insert(*key) {
+                distinct.push(key);
+            }
         }
+        let mut fresh: HashSet<String> = HashSet::with_capacity(distinct.len());
+        for chunk in distinct.chunks(ROWS_PER_STATEMENT) {
+            let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO seen (key, seen_at) ");
+            q.push_values(chunk, |mut row, key| {
+                row.push_bind(*key).push_bind(now);
+            });
+            q.push(
+                " ON CONFLICT(key) DO UPDATE SET seen_at = excluded.seen_at WHERE seen.seen_at < ",
+            );
+            q.push_bind(now.saturating_sub(DEDUPE_WINDOW_MS));
+            q.push(" RETURNING key");
+            fresh.extend(q.build_query_scalar::<String>().fetch_all(&mut *tx).await?);
+        }
+        let duplicate = duplicates(&keys, &fresh);
         let events: Vec<(i64, &NewEvent, &[NewDelivery])> = accepts
             .iter()
             .zip(&duplicate)
@@ -356,6 +363,20 @@ impl Writer {
         tx.commit().await?;
         Ok(Outcome { counts, duplicate })
     }
+}
+
+/// Per accept (its dedupe key, in the batch's order), whether it is a
+/// duplicate, given the keys the batch's `seen` insert answered as new or
+/// taken over (`fresh`): no key, never; a fresh key, only its first
+/// occurrence is new; any other key was seen within the window.
+fn duplicates(keys: &[Option<&str>], fresh: &HashSet<String>) -> Vec<bool> {
+    let mut claimed: HashSet<&str> = HashSet::with_capacity(fresh.len());
+    keys.iter()
+        .map(|key| match key {
+            None => false,
+            Some(k) => !(fresh.contains(*k) && claimed.insert(k)),
+        })
+        .collect()
 }
 
 /// What a committed batch did: rows changed per op, and per accept whether
@@ -565,6 +586,31 @@ async fn apply_op(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Dedupe keys of a batch, the keys the insert answered → duplicates.
+    #[test]
+    fn duplicates_table() {
+        let cases: [(&[Option<&str>], &[&str], &[bool]); 6] = [
+            (&[], &[], &[]),
+            (&[None, None], &[], &[false, false]),
+            (&[Some("a")], &["a"], &[false]),
+            (&[Some("a")], &[], &[true]),
+            (
+                &[Some("a"), None, Some("a"), Some("b")],
+                &["a", "b"],
+                &[false, false, true, false],
+            ),
+            (
+                &[Some("a"), Some("b"), Some("a")],
+                &["b"],
+                &[true, false, true],
+            ),
+        ];
+        for (keys, fresh, want) in cases {
+            let fresh: HashSet<String> = fresh.iter().map(|k| (*k).to_owned()).collect();
+            assert_eq!(duplicates(keys, &fresh), want, "{keys:?} {fresh:?}");
+        }
+    }
 
     /// (holds accepted events, FULL in force) → pragma to run; then whether
     /// the batch may commit if that pragma fails.
