@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use sqlx::{Connection, QueryBuilder, Sqlite, SqliteConnection};
 use tokio::sync::{Notify, mpsc, oneshot};
 
+use super::dedupe::duplicates;
 use crate::clock::Clock;
 use crate::store::{Accepted, DEDUPE_WINDOW_MS, NewDelivery, NewEvent, Op, StoreError};
 
@@ -365,20 +366,6 @@ impl Writer {
     }
 }
 
-/// Per accept (its dedupe key, in the batch's order), whether it is a
-/// duplicate, given the keys the batch's `seen` insert answered as new or
-/// taken over (`fresh`): no key, never; a fresh key, only its first
-/// occurrence is new; any other key was seen within the window.
-fn duplicates(keys: &[Option<&str>], fresh: &HashSet<String>) -> Vec<bool> {
-    let mut claimed: HashSet<&str> = HashSet::with_capacity(fresh.len());
-    keys.iter()
-        .map(|key| match key {
-            None => false,
-            Some(k) => !(fresh.contains(*k) && claimed.insert(k)),
-        })
-        .collect()
-}
-
 /// What a committed batch did: rows changed per op, and per accept whether
 /// it was a duplicate (in the batch's order).
 struct Outcome {
@@ -586,31 +573,6 @@ async fn apply_op(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Dedupe keys of a batch, the keys the insert answered → duplicates.
-    #[test]
-    fn duplicates_table() {
-        let cases: [(&[Option<&str>], &[&str], &[bool]); 6] = [
-            (&[], &[], &[]),
-            (&[None, None], &[], &[false, false]),
-            (&[Some("a")], &["a"], &[false]),
-            (&[Some("a")], &[], &[true]),
-            (
-                &[Some("a"), None, Some("a"), Some("b")],
-                &["a", "b"],
-                &[false, false, true, false],
-            ),
-            (
-                &[Some("a"), Some("b"), Some("a")],
-                &["b"],
-                &[true, false, true],
-            ),
-        ];
-        for (keys, fresh, want) in cases {
-            let fresh: HashSet<String> = fresh.iter().map(|k| (*k).to_owned()).collect();
-            assert_eq!(duplicates(keys, &fresh), want, "{keys:?} {fresh:?}");
-        }
-    }
 
     /// (holds accepted events, FULL in force) → pragma to run; then whether
     /// the batch may commit if that pragma fails.
