@@ -3,6 +3,7 @@
 //! (`writer`), a small pool for reads, and the schema's migrations
 //! (`schema`).
 
+mod dedupe;
 mod maps;
 mod queue_reads;
 mod schema;

@@ -11,13 +11,14 @@
 //! that way means one repeated send). If the switch back to `FULL` fails,
 //! the batch fails: accepted events are never committed without fsync.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use sqlx::{Connection, QueryBuilder, Sqlite, SqliteConnection};
 use tokio::sync::{Notify, mpsc, oneshot};
 
+use super::dedupe::duplicates;
 use crate::clock::Clock;
 use crate::store::{Accepted, DEDUPE_WINDOW_MS, NewDelivery, NewEvent, Op, StoreError};
 
@@ -258,23 +259,30 @@ impl Writer {
             .collect();
         // Resends of an event accepted in the last 24 h (also earlier in
         // this batch) store nothing. A key older than that is taken over.
-        let mut duplicate = Vec::with_capacity(accepts.len());
-        for (event, _) in &accepts {
-            let dup = match &event.dedupe {
-                None => false,
-                Some(key) => {
-                    sqlx::query("INSERT INTO seen (key, seen_at) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET seen_at = excluded.seen_at WHERE seen.seen_at < ?3")
-                        .bind(key)
-                        .bind(now)
-                        .bind(now.saturating_sub(DEDUPE_WINDOW_MS))
-                        .execute(&mut *tx)
-                        .await?
-                        .rows_affected()
-                        == 0
-                }
-            };
-            duplicate.push(dup);
+        // One statement per chunk of distinct keys; it answers the keys it
+        // inserted or took over.
+        let keys: Vec<Option<&str>> = accepts.iter().map(|(e, _)| e.dedupe.as_deref()).collect();
+        let mut distinct: Vec<&str> = Vec::with_capacity(keys.len());
+        let mut listed = HashSet::with_capacity(keys.len());
+        for key in keys.iter().flatten() {
+            if listed.insert(*key) {
+                distinct.push(key);
+            }
         }
+        let mut fresh: HashSet<String> = HashSet::with_capacity(distinct.len());
+        for chunk in distinct.chunks(ROWS_PER_STATEMENT) {
+            let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO seen (key, seen_at) ");
+            q.push_values(chunk, |mut row, key| {
+                row.push_bind(*key).push_bind(now);
+            });
+            q.push(
+                " ON CONFLICT(key) DO UPDATE SET seen_at = excluded.seen_at WHERE seen.seen_at < ",
+            );
+            q.push_bind(now.saturating_sub(DEDUPE_WINDOW_MS));
+            q.push(" RETURNING key");
+            fresh.extend(q.build_query_scalar::<String>().fetch_all(&mut *tx).await?);
+        }
+        let duplicate = duplicates(&keys, &fresh);
         let events: Vec<(i64, &NewEvent, &[NewDelivery])> = accepts
             .iter()
             .zip(&duplicate)
