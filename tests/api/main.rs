@@ -28,5 +28,7 @@ mod reload;
 mod rendering;
 mod replies;
 mod retry_timing;
+mod store_engines;
 mod store_ops;
+mod store_pg;
 mod threads;
