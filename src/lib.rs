@@ -100,7 +100,7 @@ pub struct Parts {
     pub transport: Arc<dyn Transport>,
     /// The one clock of the store, the workers and ingest.
     pub clock: Clock,
-    /// The store; `None`: open the SQLite file of `store.path`.
+    /// The store; `None`: open the one the configuration names.
     pub store: Option<Arc<dyn Store>>,
     /// Seeds the backoff jitter; `None`: random.
     pub seed: Option<u64>,
@@ -262,7 +262,7 @@ const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 const ORPHANS_EVERY: Duration = Duration::from_secs(300);
 
 /// Retention (at start, then hourly; `store.retention` of the configuration
-/// in force) and the orphan gauges (every few minutes), until `stop`.
+/// in force; one replica at a time, under the `retention` lease) and the orphan gauges (every few minutes), until `stop`.
 async fn maintain(
     live: Arc<reload::Live>,
     store: Arc<dyn Store>,
@@ -279,7 +279,27 @@ async fn maintain(
                 .now_ms()
                 .saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX));
             let keys_before_ms = clock.now_ms().saturating_sub(store::DEDUPE_WINDOW_MS);
-            match store.prune(before_ms, keys_before_ms).await {
+            // With several replicas, one prunes at a time (the others skip
+            // this round); on SQLite the lease is always granted.
+            let lease = match store.acquire("retention").await {
+                Ok(Some(fence)) => Some(fence),
+                Ok(None) => None,
+                Err(store::StoreError::Closed) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot take the retention lease; pruning later");
+                    None
+                }
+            };
+            let pruned = match &lease {
+                Some(_) => store.prune(before_ms, keys_before_ms).await,
+                None => Ok(store::Pruned::default()),
+            };
+            if let Some(fence) = &lease
+                && let Err(e) = store.release(fence).await
+            {
+                tracing::warn!(error = %e, "cannot release the retention lease; it expires by itself");
+            }
+            match pruned {
                 Ok(p) if p == store::Pruned::default() => {}
                 Ok(p) => tracing::info!(
                     rows = p.deliveries,

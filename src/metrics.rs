@@ -147,6 +147,11 @@ pub struct TargetLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EngineLabel {
+    pub engine: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LeaseLabel {
     pub lease: String,
 }
@@ -186,6 +191,8 @@ pub struct Metrics {
     pub config_reloads: Family<OutcomeLabel, Counter>,
     pub target_up: Family<TargetLabel, Gauge>,
     pub lease_held: Family<LeaseLabel, Gauge>,
+    /// 1 while the store answers (read at scrape time), by engine.
+    pub store_up: Family<EngineLabel, Gauge>,
     pub worker_restarts: Family<TargetLabel, Counter>,
     pub orphaned: Family<TargetLabel, Gauge>,
     /// The targets whose queue gauges are exported.
@@ -292,6 +299,12 @@ impl Metrics {
             "Queued deliveries whose target or template the configuration no longer has",
             orphaned.clone(),
         );
+        let store_up = Family::<EngineLabel, Gauge>::default();
+        registry.register(
+            "store_up",
+            "1 when the store (SQLite file or PostgreSQL database) answered the last scrape's reads; 0 when it did not",
+            store_up.clone(),
+        );
         let build_info = Family::<VersionLabel, Gauge>::default();
         build_info
             .get_or_create(&VersionLabel {
@@ -313,6 +326,7 @@ impl Metrics {
             config_reloads,
             target_up,
             lease_held,
+            store_up,
             worker_restarts,
             orphaned,
             targets: std::sync::RwLock::new(Vec::new()),
@@ -359,6 +373,12 @@ impl Metrics {
                 .get_or_create(&TargetLabel { target: t.clone() })
                 .set(*n);
         }
+    }
+
+    pub fn store_up(&self, engine: &'static str, up: bool) {
+        self.store_up
+            .get_or_create(&EngineLabel { engine })
+            .set(i64::from(up));
     }
 
     pub fn lease_held(&self, lease: &str, held: bool) {

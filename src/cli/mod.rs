@@ -101,7 +101,7 @@ pub enum Command {
         template: Option<String>,
     },
     /// List, replay or purge deliveries that failed for good (needs only
-    /// `store.path` from the config).
+    /// the `store` section of the config).
     #[command(subcommand)]
     Deadletters(deadletters::Deadletters),
     /// Create or upgrade the store's schema (SQLite file or PostgreSQL

@@ -139,9 +139,16 @@ async fn ready(state: &Shared) -> Response<Body> {
 /// `/metrics`: queue gauges read from the store now (queued rows only),
 /// then every family.
 async fn metrics(state: &Shared) -> Response<Body> {
+    let engine = state.store.info().engine;
     match state.store.queue_stats().await {
-        Ok(stats) => state.metrics.set_queue(&stats, state.clock.now_ms()),
-        Err(e) => warn!(error = %e, "cannot read queue gauges for /metrics"),
+        Ok(stats) => {
+            state.metrics.set_queue(&stats, state.clock.now_ms());
+            state.metrics.store_up(engine, true);
+        }
+        Err(e) => {
+            warn!(error = %e, "cannot read queue gauges for /metrics");
+            state.metrics.store_up(engine, false);
+        }
     }
     let mut resp = Response::new(Full::new(Bytes::from(state.metrics.render())));
     resp.headers_mut().insert(

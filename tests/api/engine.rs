@@ -22,12 +22,12 @@ const GUARD: Duration = Duration::from_secs(30);
 /// A destination that answers from a script: for each send, in order, the
 /// next entry (then 200). `Panic` makes the send panic, inside the worker.
 #[derive(Clone, Copy, Debug, PartialEq)]
-enum Step {
+pub(crate) enum Step {
     Answer(u16),
     Panic,
 }
 
-struct Scripted {
+pub(crate) struct Scripted {
     script: Mutex<Vec<Step>>,
     /// (seq, status answered) of every send, panics as status 0.
     sent: Mutex<Vec<(usize, u16)>>,
@@ -35,7 +35,7 @@ struct Scripted {
 }
 
 impl Scripted {
-    fn new(script: &[Step]) -> Arc<Self> {
+    pub(crate) fn new(script: &[Step]) -> Arc<Self> {
         let mut script = script.to_vec();
         script.reverse();
         Arc::new(Self {
@@ -50,7 +50,7 @@ impl Scripted {
     }
 
     /// The seqs answered 2xx, in order.
-    fn delivered(&self) -> Vec<usize> {
+    pub(crate) fn delivered(&self) -> Vec<usize> {
         self.sent()
             .into_iter()
             .filter(|(_, s)| (200..300).contains(s))
@@ -89,14 +89,14 @@ impl Transport for Scripted {
 }
 
 /// A webhook target `hook` receiving every event (the event as sent).
-fn hook_config(retry: &str) -> Workdir {
+pub(crate) fn hook_config(retry: &str) -> Workdir {
     Workdir::new(&config_with(&format!(
         "targets:\n  hook: {{kind: webhook, url: \"http://127.0.0.1:9/hook\", {retry}}}\n\
          routes:\n  - name: all\n    to: [hook]\n"
     )))
 }
 
-async fn wait_until(what: &str, cond: impl Fn() -> bool) {
+pub(crate) async fn wait_until(what: &str, cond: impl Fn() -> bool) {
     let deadline = Instant::now() + GUARD;
     while !cond() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");

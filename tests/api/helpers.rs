@@ -391,6 +391,16 @@ impl LibApp {
         transport: Arc<dyn crisp_relay::delivery::transport::Transport>,
         clock: crisp_relay::clock::Clock,
     ) -> Self {
+        Self::start_on(work, transport, clock, None).await
+    }
+
+    /// [`LibApp::start`] on a store of the test's (`None`: the config's).
+    pub async fn start_on(
+        work: Workdir,
+        transport: Arc<dyn crisp_relay::delivery::transport::Transport>,
+        clock: crisp_relay::clock::Clock,
+        store: Option<Arc<dyn Store>>,
+    ) -> Self {
         let relay = crisp_relay::Relay::load_with_env(&work.config_path(), &|k| {
             (k == "CRISP_HOOK_KEY").then(|| KEY.to_owned())
         })
@@ -402,7 +412,7 @@ impl LibApp {
         let parts = crisp_relay::Parts {
             transport,
             clock,
-            store: None,
+            store,
             seed: Some(7),
         };
         let shutdown = tokio_util::sync::CancellationToken::new();

@@ -15,6 +15,7 @@ mod cli;
 mod config_errors;
 mod delivery;
 mod engine;
+mod engine_leases;
 mod fakes;
 mod gateway;
 mod healthcheck;

@@ -170,6 +170,15 @@ async fn queue_depth_and_retries_show_a_struggling_target() {
     assert!(oldest > 0.0, "{text}");
     // Failing, but running: up, never restarted, nothing orphaned.
     assert_eq!(value(&text, r#"crisp_relay_target_up{target="hook"}"#), 1.0);
+    // One process on SQLite: it holds every lease, and the store answers.
+    assert_eq!(
+        value(&text, r#"crisp_relay_lease_held{lease="target:hook"}"#),
+        1.0
+    );
+    assert_eq!(
+        value(&text, r#"crisp_relay_store_up{engine="sqlite"}"#),
+        1.0
+    );
     assert_eq!(
         value(&text, r#"crisp_relay_worker_restarts_total{target="hook"}"#),
         0.0
