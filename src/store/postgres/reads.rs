@@ -289,3 +289,92 @@ impl PgStore {
             .await?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use sqlx::Connection;
+
+    use super::*;
+    use crate::clock::Clock;
+    use crate::secret::DatabaseUrl;
+    use crate::store::Store;
+
+    /// `/metrics`, orphan counts and the workers' reads look only at queued
+    /// rows: with sequential scans priced out, every plan goes through a
+    /// partial index and none scans the deliveries table (which holds the
+    /// whole retention period). Needs `CRISP_RELAY_TEST_DATABASE_URL`.
+    #[tokio::test]
+    async fn queue_reads_use_the_partial_indexes_not_a_table_scan() {
+        let Ok(base) = std::env::var("CRISP_RELAY_TEST_DATABASE_URL") else {
+            eprintln!(
+                "skipped: CRISP_RELAY_TEST_DATABASE_URL is not set (see README, \"Running the PostgreSQL tests\")"
+            );
+            return;
+        };
+        let name = format!("crisp_test_{:016x}", fastrand::u64(..));
+        let mut admin = sqlx::PgConnection::connect(&base).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {name}")))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        let sep = if base.contains('?') { '&' } else { '?' };
+        let url =
+            DatabaseUrl::parse(&format!("{base}{sep}options=-c%20search_path%3D{name}")).unwrap();
+        let store = PgStore::open(
+            &url,
+            std::time::Duration::from_secs(30),
+            4,
+            Clock::starting_at(0),
+        )
+        .await
+        .unwrap();
+        let mut conn = sqlx::PgConnection::connect(url.expose().as_str())
+            .await
+            .unwrap();
+        sqlx::query("SET enable_seqscan = off")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let names = vec!["a".to_owned(), "b".to_owned()];
+        let plans = [
+            (PENDING_COUNTS, 0),
+            (DEAD_COUNTS, 0),
+            (QUEUE_HEAD, 1),
+            (PENDING_GROUPS, 0),
+            (PENDING_READ, 3),
+            (PENDING_READ_FILTERED, 4),
+            (DEAD_LETTERS, 1),
+        ];
+        for (sql, params) in plans {
+            let explain = format!("EXPLAIN {sql}");
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(explain));
+            if params == 1 {
+                q = q.bind("t");
+            } else if params >= 3 {
+                q = q.bind("t").bind(0_i64).bind(64_i64);
+            }
+            if params == 4 {
+                q = q.bind(&names);
+            }
+            let plan: Vec<String> = q
+                .fetch_all(&mut conn)
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get::<String, _>(0))
+                .collect();
+            let plan = plan.join("\n");
+            assert!(!plan.contains("Seq Scan on deliveries"), "{sql}\n{plan}");
+            assert!(
+                plan.contains("deliveries_pending") || plan.contains("deliveries_dead"),
+                "{sql}\n{plan}"
+            );
+        }
+        conn.close().await.unwrap();
+        store.close().await;
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {name} CASCADE")))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+    }
+}
