@@ -5,8 +5,9 @@
 //! baseline and the SQLite store measured in the same run with the same
 //! 64-connection load and the same relay setup (10 routes, one webhook
 //! target on the sink):
-//! 1. ingest, then the backlog drained (delivered/s, every acknowledged
-//!    event arrived once, in order), on SQLite, on PostgreSQL with one
+//! 1. ingest (the sink stalled meanwhile), then the backlog drained
+//!    (delivered/s; every acknowledged event must arrive once, in order;
+//!    the target's timeout is 60 s for the stall), on SQLite, on PostgreSQL with one
 //!    replica and with two (two relays on one schema, the generator's
 //!    connections split across both);
 //! 2. failover (`postgres_failover.rs`): a steady stream to two replicas,
@@ -175,6 +176,10 @@ async fn ingest_run(
     d: Duration,
 ) -> Res<IngestRun> {
     sink.reset(run, SinkBehaviour::default());
+    // The sink stalls while ingest runs, so that ingest is measured alone
+    // and the drain starts from the whole backlog (a relay that delivers
+    // as fast as it ingests would leave none).
+    sink.held.send_replace(true);
     let pids: Vec<String> = relays.iter().map(|r| r.pid().to_string()).collect();
     let relay_cpu = || pids.iter().map(|p| cpu_secs(p)).sum::<f64>();
     let (cpu0, db0) = (relay_cpu(), db_cpu());
@@ -216,6 +221,7 @@ async fn ingest_run(
     let (commits_per_s, wal_syncs_per_s) = (per_s(|c| c.0), per_s(|c| c.1));
     let ack = lat(&mut load.ack_us);
     // Delivery alone for `d`, from the backlog ingest left.
+    sink.held.send_replace(false);
     let from = sink.accepted.load(Ordering::Relaxed);
     let start = Instant::now();
     while start.elapsed() < d && sink.unique() < load.acked.len() as u64 {
@@ -303,9 +309,18 @@ pub async fn phase(quick: bool) -> Res<Option<PgPhase>> {
         "relay-bench postgres: {CONNECTIONS} connections, {secs} s per load phase; baseline, SQLite, PostgreSQL with 1 and 2 replicas, failover"
     );
     let (base, base_lat, _) = measure_baseline(&bodies, epoch, d).await?;
+    // The relay's first send waits while the sink is held: a timeout that
+    // outlasts the ingest load.
+    let held = RelaySetup {
+        target: format!(
+            "{{kind: webhook, url: \"http://{}/hook\", timeout: 60s}}",
+            sink.addr
+        ),
+        ..setup
+    };
 
     let mut runs = Vec::new();
-    let (relay, _) = start_relay(&setup).await?;
+    let (relay, _) = start_relay(&held).await?;
     let r = ingest_run(&sink, &bodies, epoch, "SQLite", "sqlite", &[relay], None, d).await;
     runs.push(r?);
     for (replicas, label, run) in [
@@ -316,7 +331,7 @@ pub async fn phase(quick: bool) -> Res<Option<PgPhase>> {
         let r = async {
             let mut relays = Vec::new();
             for _ in 0..replicas {
-                relays.push(start_replica(&setup, &schema.store(10)).await?);
+                relays.push(start_replica(&held, &schema.store(10)).await?);
             }
             let r = ingest_run(&sink, &bodies, epoch, label, run, &relays, Some(&url), d).await;
             for relay in relays {
