@@ -170,12 +170,16 @@ async fn ingest_run(
     bodies: &Arc<Bodies>,
     epoch: Instant,
     label: &'static str,
-    run: &str,
     relays: &[RelayProc],
     base: Option<&str>,
     d: Duration,
 ) -> Res<IngestRun> {
-    sink.reset(run, SinkBehaviour::default());
+    // The bench tag's run: `sqlite`, `pg1`, `pg2`.
+    let run = match base {
+        None => "sqlite".to_owned(),
+        Some(_) => format!("pg{}", relays.len()),
+    };
+    sink.reset(&run, SinkBehaviour::default());
     // The sink stalls while ingest runs, so that ingest is measured alone
     // and the drain starts from the whole backlog (a relay that delivers
     // as fast as it ingests would leave none).
@@ -193,7 +197,7 @@ async fn ingest_run(
             addr: relays[0].ingest,
             uri: format!("/crisp/hooks?key={KEY}"),
             connections: CONNECTIONS,
-            run: run.into(),
+            run,
             pace: Pace::Closed {
                 duration: d,
                 total: u64::MAX,
@@ -321,19 +325,16 @@ pub async fn phase(quick: bool) -> Res<Option<PgPhase>> {
 
     let mut runs = Vec::new();
     let (relay, _) = start_relay(&held).await?;
-    let r = ingest_run(&sink, &bodies, epoch, "SQLite", "sqlite", &[relay], None, d).await;
+    let r = ingest_run(&sink, &bodies, epoch, "SQLite", &[relay], None, d).await;
     runs.push(r?);
-    for (replicas, label, run) in [
-        (1, "PostgreSQL, 1 replica", "pg1"),
-        (2, "PostgreSQL, 2 replicas", "pg2"),
-    ] {
+    for (replicas, label) in [(1, "PostgreSQL, 1 replica"), (2, "PostgreSQL, 2 replicas")] {
         let schema = Schema::create(&url).await?;
         let r = async {
             let mut relays = Vec::new();
             for _ in 0..replicas {
                 relays.push(start_replica(&held, &schema.store(10)).await?);
             }
-            let r = ingest_run(&sink, &bodies, epoch, label, run, &relays, Some(&url), d).await;
+            let r = ingest_run(&sink, &bodies, epoch, label, &relays, Some(&url), d).await;
             for relay in relays {
                 relay.stop();
             }
