@@ -5,6 +5,8 @@ use std::convert::Infallible;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -12,8 +14,10 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
-use crate::Res;
+use crate::drive::{Bodies, Load, LoadResult, Pace, drive};
 use crate::relay::Proc;
+use crate::report::{Lat, cpu_secs, lat};
+use crate::{CONNECTIONS, KEY, Res};
 
 /// The baseline server (this binary re-executed): read the body, parse it
 /// as JSON, answer 200. Prints its address on stdout.
@@ -64,4 +68,39 @@ pub fn start_baseline() -> Res<(Proc, SocketAddr)> {
     }
     let addr = line.trim().parse()?;
     Ok((Proc { child, _dir: None }, addr))
+}
+
+/// Starts the baseline, warms it for 1 s, then drives it with the
+/// closed-loop load on [`CONNECTIONS`] connections for `d`; the load, its
+/// ack latency and the CPU seconds the server used.
+pub async fn measure_baseline(
+    bodies: &Arc<Bodies>,
+    epoch: Instant,
+    d: Duration,
+) -> Res<(LoadResult, Lat, f64)> {
+    let (base_proc, base_addr) = start_baseline()?;
+    let load = |run: &str, duration| Load {
+        addr: base_addr,
+        uri: format!("/crisp/hooks?key={KEY}"),
+        connections: CONNECTIONS,
+        run: run.into(),
+        pace: Pace::Closed {
+            duration,
+            total: u64::MAX,
+        },
+    };
+    drive(load("warm", Duration::from_secs(1)), bodies.clone(), epoch).await?;
+    let base_cpu0 = cpu_secs(&base_proc.child.id().to_string());
+    let mut base = drive(load("base", d), bodies.clone(), epoch).await?;
+    let base_cpu = cpu_secs(&base_proc.child.id().to_string()) - base_cpu0;
+    drop(base_proc);
+    let base_lat = lat(&mut base.ack_us);
+    eprintln!(
+        "  baseline: {:.0} req/s (p99 {:.2} ms); generator used {:.2} CPU-s, server {:.2} CPU-s",
+        base.rps(),
+        base_lat.p99,
+        base.own_cpu,
+        base_cpu
+    );
+    Ok((base, base_lat, base_cpu))
 }

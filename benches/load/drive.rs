@@ -137,6 +137,22 @@ pub struct Load {
 }
 
 pub async fn drive(load: Load, bodies: Arc<Bodies>, epoch: Instant) -> Res<LoadResult> {
+    drive_split(load, &[], bodies, epoch).await
+}
+
+/// [`drive`] over several servers: connection `c` goes to the `c % n`th of
+/// `load.addr` and then `others` (each relay of a replicated store takes
+/// its share); a connection that fails reconnects to its own server, else
+/// to the next that answers, as a load balancer would.
+pub async fn drive_split(
+    load: Load,
+    others: &[SocketAddr],
+    bodies: Arc<Bodies>,
+    epoch: Instant,
+) -> Res<LoadResult> {
+    let addrs: Arc<[SocketAddr]> = std::iter::once(load.addr)
+        .chain(others.iter().copied())
+        .collect();
     let cpu0 = cpu_secs("self");
     let started = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
@@ -154,11 +170,11 @@ pub async fn drive(load: Load, bodies: Arc<Bodies>, epoch: Instant) -> Res<LoadR
             run.clone(),
             pace.clone(),
         );
-        let addr = load.addr;
+        let addrs = addrs.clone();
         let connections = load.connections as u64;
         tasks.push(tokio::spawn(async move {
             let mut out = LoadResult::default();
-            let mut conn = match Conn::open(addr).await {
+            let mut conn = match Conn::open(addrs[c % addrs.len()]).await {
                 Ok(conn) => conn,
                 Err(_) => {
                     out.errors += 1;
@@ -203,9 +219,9 @@ pub async fn drive(load: Load, bodies: Arc<Bodies>, epoch: Instant) -> Res<LoadR
                     Ok(_) => out.rejected += 1,
                     Err(_) => {
                         out.errors += 1;
-                        match Conn::open(addr).await {
-                            Ok(c2) => conn = c2,
-                            Err(_) => break,
+                        match reopen(&addrs, c).await {
+                            Some(c2) => conn = c2,
+                            None => break,
                         }
                     }
                 }
@@ -226,6 +242,17 @@ pub async fn drive(load: Load, bodies: Arc<Bodies>, epoch: Instant) -> Res<LoadR
     total.own_cpu = cpu_secs("self") - cpu0;
     stop.store(true, Ordering::Relaxed);
     Ok(total)
+}
+
+/// A new connection for connection `c`: to its own server, else to the
+/// next of `addrs` that accepts one.
+async fn reopen(addrs: &[SocketAddr], c: usize) -> Option<Conn> {
+    for k in 0..addrs.len() {
+        if let Ok(conn) = Conn::open(addrs[(c + k) % addrs.len()]).await {
+            return Some(conn);
+        }
+    }
+    None
 }
 
 /// Waits until the sink holds every acknowledged event or `limit` passes;

@@ -32,7 +32,11 @@
 //! the replies phase: agents' replies in Slack threads, signed Events API
 //! requests at 50 per second for 20 s (5 s with `--quick`), timed to their
 //! arrival at a Crisp API sink, with the shipped `crisp.rate_limit` and
-//! then with it lifted.
+//! then with it lifted;
+//! `CRISP_RELAY_BENCH_DATABASE_URL=postgres://… cargo bench --bench load --
+//! postgres` (with `--quick` or not) runs only the postgres phase: ingest
+//! and delivery on a PostgreSQL store with one replica and two, against
+//! SQLite and the baseline, and a replica's failover (SIGKILL).
 //!
 //! `CRISP_RELAY_BENCH_BIN=/path/to/crisp-relay cargo bench --bench load`
 //! runs that relay binary instead of the one cargo built (the harness still
@@ -46,12 +50,15 @@
 //! (the load generator), `report.rs` (latency stats, table, JSON),
 //! `prune.rs` (the prune phase), `threads.rs` (the threads phase) with
 //! `forum.rs` (its Discord forum webhook), `replies.rs` (the replies phase)
-//! with `replies_sinks.rs` (its Slack and Crisp APIs) and `soak.rs`; this
+//! with `replies_sinks.rs` (its Slack and Crisp APIs), `postgres.rs` (the
+//! postgres phase) with `postgres_failover.rs` and `soak.rs`; this
 //! file holds the command line and the full run's phases.
 
 mod baseline;
 mod drive;
 mod forum;
+mod postgres;
+mod postgres_failover;
 mod prune;
 mod relay;
 mod replies;
@@ -66,7 +73,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use baseline::{baseline_server, start_baseline};
+use baseline::{baseline_server, measure_baseline};
 use drive::{Bodies, Load, Pace, drive, ingest_then_drain, paced, wait_delivered};
 use relay::{RelaySetup, free_port, queue_depth, start_relay, webhook_target};
 use report::{Full, Lat, cpu_secs, lat, print_full, rss_mib};
@@ -129,6 +136,8 @@ fn main() -> ExitCode {
         rt.block_on(prune_only(args.iter().any(|a| a == "--quick")))
     } else if args.first().map(String::as_str) == Some("threads") {
         rt.block_on(threads_only(args.iter().any(|a| a == "--quick")))
+    } else if args.first().map(String::as_str) == Some("postgres") {
+        rt.block_on(postgres_only(args.iter().any(|a| a == "--quick")))
     } else if args.first().map(String::as_str) == Some("replies") {
         rt.block_on(replies_only(args.iter().any(|a| a == "--quick")))
     } else {
@@ -180,44 +189,7 @@ async fn full(quick: bool) -> Res<()> {
     );
 
     // Baseline.
-    let (base_proc, base_addr) = start_baseline()?;
-    let warm = Load {
-        addr: base_addr,
-        uri: uri.clone(),
-        connections: CONNECTIONS,
-        run: "warm".into(),
-        pace: Pace::Closed {
-            duration: Duration::from_secs(1),
-            total: u64::MAX,
-        },
-    };
-    drive(warm, bodies.clone(), epoch).await?;
-    let base_cpu0 = cpu_secs(&base_proc.child.id().to_string());
-    let mut base = drive(
-        Load {
-            addr: base_addr,
-            uri: uri.clone(),
-            connections: CONNECTIONS,
-            run: "base".into(),
-            pace: Pace::Closed {
-                duration: d,
-                total: u64::MAX,
-            },
-        },
-        bodies.clone(),
-        epoch,
-    )
-    .await?;
-    let base_cpu = cpu_secs(&base_proc.child.id().to_string()) - base_cpu0;
-    drop(base_proc);
-    let base_lat = lat(&mut base.ack_us);
-    eprintln!(
-        "  baseline: {:.0} req/s (p99 {:.2} ms); generator used {:.2} CPU-s, server {:.2} CPU-s",
-        base.rps(),
-        base_lat.p99,
-        base.own_cpu,
-        base_cpu
-    );
+    let (base, base_lat, base_cpu) = measure_baseline(&bodies, epoch, d).await?;
 
     // Relay, 10 routes, unlimited sink: ingest and delivery under load.
     sink.reset("ingest", SinkBehaviour::default());
@@ -522,5 +494,33 @@ async fn replies_only(quick: bool) -> Res<()> {
     let text = serde_json::to_string_pretty(&report)?;
     println!("{text}");
     report::write_json("relay-bench-replies.json", &text)?;
+    phase.verdict()
+}
+
+/// `postgres` alone: the relay on a PostgreSQL store (one replica, two,
+/// failover) against SQLite and the baseline in the same run; a table and
+/// JSON (also written to `target/relay-bench-postgres.json`). Skipped
+/// without `CRISP_RELAY_BENCH_DATABASE_URL`; fails unless every
+/// acknowledged event arrived, in order, and once (but for a failover's
+/// repeats).
+async fn postgres_only(quick: bool) -> Res<()> {
+    let Some(phase) = postgres::phase(quick).await? else {
+        return Ok(());
+    };
+    println!();
+    println!("| measure | figure | goal |");
+    println!("|---|---|---|");
+    for row in phase.table_rows() {
+        println!("{row}");
+    }
+    println!();
+    let report = json!({
+        "machine": report::machine(),
+        "relay_binary": relay::relay_binary().display().to_string(),
+        "postgres": phase.to_json(),
+    });
+    let text = serde_json::to_string_pretty(&report)?;
+    println!("{text}");
+    report::write_json("relay-bench-postgres.json", &text)?;
     phase.verdict()
 }

@@ -39,6 +39,9 @@ pub struct SinkBook {
     pub last: HashMap<u32, u64>,
     pub seen: std::collections::HashSet<(u32, u64)>,
     pub e2e_us: Vec<u32>,
+    /// When each tagged event of the run arrived (µs from the epoch),
+    /// repeats included, in arrival order.
+    pub arrived_us: Vec<u64>,
     pub out_of_order: u64,
     pub duplicates: u64,
     pub window_start: Option<Instant>,
@@ -232,6 +235,8 @@ impl Sink {
         if book.run != run {
             return;
         }
+        let now_us = now.duration_since(self.epoch).as_micros() as u64;
+        book.arrived_us.push(now_us);
         if !book.seen.insert((c, n)) {
             book.duplicates += 1;
             return;
@@ -241,7 +246,6 @@ impl Sink {
             book.out_of_order += 1;
         }
         book.last.insert(c, n.max(last));
-        let now_us = now.duration_since(self.epoch).as_micros() as u64;
         book.e2e_us
             .push(now_us.saturating_sub(t).min(u64::from(u32::MAX)) as u32);
     }

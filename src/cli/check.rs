@@ -91,19 +91,29 @@ pub(super) fn run(relay: &Relay, events: Option<&Path>) -> ExitCode {
 }
 
 /// Prints the queued deliveries the configuration cannot send, read from
-/// the store file if there is one (never created or changed here).
+/// the store if there is one (never created or changed here).
 fn orphans(relay: &Relay) {
-    let path = &relay.config.startup.store_path;
+    let location = relay.config.startup.store_location();
+    let shown = match &location {
+        crate::store::Location::Sqlite(path) => path.display().to_string(),
+        crate::store::Location::Postgres { url, .. } => url.redacted().to_owned(),
+    };
     let read = async {
-        crate::store::sqlite::pending_groups_at(path)
-            .await
-            .map_err(|e| e.to_string())
+        match &location {
+            crate::store::Location::Sqlite(path) => {
+                crate::store::sqlite::pending_groups_at(path).await
+            }
+            crate::store::Location::Postgres { url, .. } => {
+                crate::store::postgres::pending_groups_at(url).await
+            }
+        }
+        .map_err(|e| e.to_string())
     };
     let groups = match super::with_runtime_value(read) {
         Ok(Some(g)) => g,
         Ok(None) => return,
         Err(e) => {
-            println!("  note: cannot read the queue in {}: {e}", path.display());
+            println!("  note: cannot read the queue in {shown}: {e}");
             return;
         }
     };
@@ -113,8 +123,7 @@ fn orphans(relay: &Relay) {
     }
     let total: i64 = orphans.iter().map(|o| o.count).sum();
     println!(
-        "warning: {total} queued deliveries in {} cannot be sent with this configuration; they stay queued until it names their target and template again:",
-        path.display()
+        "warning: {total} queued deliveries in {shown} cannot be sent with this configuration; they stay queued until it names their target and template again:"
     );
     for o in &orphans {
         println!(

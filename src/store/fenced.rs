@@ -9,8 +9,9 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 
 use super::{
-    Accepted, Committed, DeadLetter, EngineInfo, Fence, NewDelivery, NewEvent, Op, PendingDelivery,
-    PendingGroup, Pruned, QueueStats, Store, StoreFuture, TemplateFilter, ThreadRef,
+    Accepted, Committed, DeadLetter, DeliveryRow, EngineInfo, Fence, NewDelivery, NewEvent, Op,
+    PendingDelivery, PendingGroup, Pruned, QueueStats, Store, StoreFuture, TemplateFilter,
+    ThreadRef,
 };
 
 /// `inner`, with its changes fenced by `fence`.
@@ -113,5 +114,14 @@ impl Store for FencedStore {
     }
     fn apply_later_fenced<'a>(&'a self, op: Op, fence: &'a Fence) -> StoreFuture<'a, Committed> {
         self.inner.apply_later_fenced(op, fence)
+    }
+    fn deliveries(&self) -> StoreFuture<'_, Vec<DeliveryRow>> {
+        self.inner.deliveries()
+    }
+    fn event_count(&self) -> StoreFuture<'_, i64> {
+        self.inner.event_count()
+    }
+    fn commits(&self) -> u64 {
+        self.inner.commits()
     }
 }

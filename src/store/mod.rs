@@ -528,4 +528,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         let _ = fence;
         self.apply_later(op)
     }
+
+    /// Every delivery row, oldest first (inspection: tests, operators).
+    fn deliveries(&self) -> StoreFuture<'_, Vec<DeliveryRow>>;
+
+    /// How many events are stored (inspection).
+    fn event_count(&self) -> StoreFuture<'_, i64>;
+
+    /// How many commits the writer has made since the store was opened
+    /// (inspection: group commit).
+    fn commits(&self) -> u64;
 }

@@ -155,6 +155,15 @@ impl crisp_relay::store::Store for Switched {
             self.inner.apply_later(op).await
         })
     }
+    fn deliveries(&self) -> StoreFuture<'_, Vec<crisp_relay::store::DeliveryRow>> {
+        crisp_relay::store::Store::deliveries(&self.inner)
+    }
+    fn event_count(&self) -> StoreFuture<'_, i64> {
+        crisp_relay::store::Store::event_count(&self.inner)
+    }
+    fn commits(&self) -> u64 {
+        crisp_relay::store::Store::commits(&self.inner)
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -31,5 +31,7 @@ mod rendering;
 mod replicas;
 mod replies;
 mod retry_timing;
+mod store_engines;
 mod store_ops;
+mod store_pg;
 mod threads;

@@ -1,28 +1,65 @@
-//! The store's operations on a real SQLite file: retention pruning in
-//! chunks, dead-letter purge and replay, moving and purging orphaned rows,
-//! the workers' filtered reads, the queue figures behind `/metrics`, the
-//! schema migration, and the separate room of ingest and results — as the
-//! delivery engine, the server and the `deadletters` and `queue` commands
-//! use them.
+//! The store's operations, on each engine (a real SQLite file; a
+//! PostgreSQL schema when a server is given, see `store_engines`):
+//! retention pruning in chunks, dead-letter purge and replay, moving and
+//! purging orphaned rows, the workers' filtered reads, the queue figures
+//! behind `/metrics`, group commit, resends, a newer schema, and the
+//! separate room of ingest and results — as the delivery engine, the
+//! server and the `deadletters` and `queue` commands use them. The SQLite
+//! file's own migration is tested at the end, on SQLite only.
 
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use crisp_relay::clock::Clock;
 use crisp_relay::store::{
-    Accepted, NewDelivery, NewEvent, Op, PendingGroup, Pruned, SqliteStore, Store, StoreError,
-    TemplateFilter,
+    Accepted, NewDelivery, NewEvent, Op, PendingDelivery, PendingGroup, Pruned, SqliteStore, Store,
+    StoreError, TemplateFilter,
 };
+
+use crate::store_engines::{Engine, both_engines};
+
+both_engines!(
+    pruning_removes_delivered_rows_and_their_events_past_retention_only,
+    dead_letters_are_listed_replayed_by_id_or_target_and_purged,
+    a_store_written_by_a_newer_version_is_refused_with_a_clear_error,
+    results_queued_together_apply_in_order_with_per_op_counts,
+    a_replayed_dead_letter_is_due_at_once_with_a_fresh_max_age,
+    orphaned_rows_are_counted_skipped_by_a_filtered_read_moved_and_purged,
+    queue_figures_count_pending_and_dead_and_date_the_head_of_each_queue,
+    retention_prunes_in_chunks_each_its_own_commit,
+    waiting_results_never_take_the_room_of_accepted_events,
+    resends_within_a_day_are_duplicates_and_store_nothing,
+    concurrent_accepts_share_commits,
+);
 
 /// The store's clock in these tests: a fixed start, far from the real time.
 const T0: i64 = 1_700_000_000_000;
 
-async fn store_with(n: usize) -> (tempfile::TempDir, SqliteStore, Vec<i64>) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("relay.db"), 16, Clock::starting_at(T0))
+async fn store_with(engine: &Engine, n: usize) -> (Arc<dyn Store>, Vec<i64>) {
+    let store = engine.open(16, Clock::starting_at(T0)).await;
+    let events = accept_n(&*store, n, "t", None).await;
+    (store, events)
+}
+
+/// The oldest pending delivery for `target`, with its event.
+async fn next_pending(store: &dyn Store, target: &str) -> Option<PendingDelivery> {
+    store
+        .pending(target, 0, 1, &TemplateFilter::Any)
         .await
-        .unwrap();
-    let events = accept_n(&store, n, "t", None).await;
-    (dir, store, events)
+        .unwrap()
+        .into_iter()
+        .next()
+}
+
+/// How many deliveries for `target` are pending.
+async fn pending_count(store: &dyn Store, target: &str) -> i64 {
+    store
+        .pending_groups()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|g| g.target == target)
+        .map(|g| g.count)
+        .sum()
 }
 
 fn pruned(deliveries: u64, events: u64) -> Pruned {
@@ -34,7 +71,7 @@ fn pruned(deliveries: u64, events: u64) -> Pruned {
 }
 
 /// Accepts `n` events with one delivery each to `target` with `template`.
-async fn accept_n(store: &SqliteStore, n: usize, target: &str, template: Option<&str>) -> Vec<i64> {
+async fn accept_n(store: &dyn Store, n: usize, target: &str, template: Option<&str>) -> Vec<i64> {
     let mut events = Vec::new();
     for i in 0..n {
         let body = format!(r#"{{"website_id":"w","event":"message:send","data":{{"n":{i}}}}}"#);
@@ -60,9 +97,8 @@ async fn accept_n(store: &SqliteStore, n: usize, target: &str, template: Option<
     events
 }
 
-#[tokio::test]
-async fn pruning_removes_delivered_rows_and_their_events_past_retention_only() {
-    let (_dir, store, _) = store_with(3).await;
+async fn pruning_removes_delivered_rows_and_their_events_past_retention_only(engine: Engine) {
+    let (store, _) = store_with(&engine, 3).await;
     let rows = store.deliveries().await.unwrap();
     store
         .apply(Op::Delivered {
@@ -101,14 +137,13 @@ async fn pruning_removes_delivered_rows_and_their_events_past_retention_only() {
         left,
         vec![("dead".to_owned(), 2), ("pending".to_owned(), 3)]
     );
+    // Events 2 and 3 are still referenced: event 1 went.
     assert_eq!(store.event_count().await.unwrap(), 2);
-    assert!(store.event_body(1).await.unwrap().is_none());
     store.close().await;
 }
 
-#[tokio::test]
-async fn dead_letters_are_listed_replayed_by_id_or_target_and_purged() {
-    let (_dir, store, _) = store_with(3).await;
+async fn dead_letters_are_listed_replayed_by_id_or_target_and_purged(engine: Engine) {
+    let (store, _) = store_with(&engine, 3).await;
     let rows = store.deliveries().await.unwrap();
     for r in &rows {
         store
@@ -139,10 +174,8 @@ async fn dead_letters_are_listed_replayed_by_id_or_target_and_purged() {
             .unwrap(),
         1
     );
-    let pending = store
-        .next_pending("t")
+    let pending = next_pending(&*store, "t")
         .await
-        .unwrap()
         .expect("replayed row is pending");
     assert_eq!((pending.id, pending.attempts), (2, 0));
     // Replaying a row that is not dead changes nothing.
@@ -193,43 +226,32 @@ async fn dead_letters_are_listed_replayed_by_id_or_target_and_purged() {
         1
     );
     assert!(store.dead_letters(None).await.unwrap().is_empty());
-    assert_eq!(store.pending_count("t").await.unwrap(), 2);
+    assert_eq!(pending_count(&*store, "t").await, 2);
     store.close().await;
 }
 
-#[tokio::test]
-async fn a_store_written_by_a_newer_version_is_refused_with_a_clear_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("relay.db");
-    let store = SqliteStore::open(&path, 4, Clock::starting_at(T0))
-        .await
-        .unwrap();
+async fn a_store_written_by_a_newer_version_is_refused_with_a_clear_error(engine: Engine) {
+    let store = engine.open(4, Clock::starting_at(T0)).await;
     store.close().await;
     // Bump the schema version as a newer relay would.
-    {
-        use sqlx::Connection;
-        let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
-            .await
-            .unwrap();
-        sqlx::query("PRAGMA user_version = 99")
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        conn.close().await.unwrap();
-    }
-    let err = SqliteStore::open(&path, 4, Clock::starting_at(T0))
-        .await
-        .unwrap_err()
-        .to_string();
+    engine.set_schema_version(99).await;
+    let err = engine.open_err(4, Clock::starting_at(T0)).await;
     assert!(
         err.contains("newer crisp-relay") && err.contains("99"),
         "{err}"
     );
+    if let Engine::Postgres(schema) = &engine {
+        // Where: the URL, without its password if it has one.
+        let url = schema.url.expose();
+        assert!(err.contains(url.host_str().unwrap()), "{err}");
+        if let Some(password) = url.password() {
+            assert!(!err.contains(&format!(":{password}@")), "{err}");
+        }
+    }
 }
 
-#[tokio::test]
-async fn results_queued_together_apply_in_order_with_per_op_counts() {
-    let (_dir, store, _) = store_with(5).await;
+async fn results_queued_together_apply_in_order_with_per_op_counts(engine: Engine) {
+    let (store, _) = store_with(&engine, 5).await;
     let rows = store.deliveries().await.unwrap();
     let id = |i: usize| rows[i].id;
     let delivered = |id: i64, attempts: i64, status: Option<u16>| Op::Delivered {
@@ -263,7 +285,7 @@ async fn results_queued_together_apply_in_order_with_per_op_counts() {
         // Already dead: `Delivered` does not look at the state.
         delivered(id(2), 5, Some(200)),
     ];
-    let commits_before = store.stats().commits.load(Ordering::Relaxed);
+    let commits_before = store.commits();
     let mut pending = Vec::new();
     for op in ops {
         pending.push(store.apply_later(op).await.unwrap());
@@ -274,7 +296,7 @@ async fn results_queued_together_apply_in_order_with_per_op_counts() {
     }
     assert_eq!(counts, vec![1, 1, 0, 1, 1, 1, 1, 1]);
     assert_eq!(
-        store.stats().commits.load(Ordering::Relaxed) - commits_before,
+        store.commits() - commits_before,
         1,
         "the results were not one commit"
     );
@@ -297,15 +319,10 @@ async fn results_queued_together_apply_in_order_with_per_op_counts() {
     );
 }
 
-#[tokio::test]
-async fn a_replayed_dead_letter_is_due_at_once_with_a_fresh_max_age() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("relay.db");
+async fn a_replayed_dead_letter_is_due_at_once_with_a_fresh_max_age(engine: Engine) {
     // Accepted and dead-lettered by a relay whose clock read T0 ...
-    let store = SqliteStore::open(&path, 4, Clock::starting_at(T0))
-        .await
-        .unwrap();
-    accept_n(&store, 1, "t", None).await;
+    let store = engine.open(4, Clock::starting_at(T0)).await;
+    accept_n(&*store, 1, "t", None).await;
     store
         .apply(Op::Dead {
             id: 1,
@@ -318,9 +335,7 @@ async fn a_replayed_dead_letter_is_due_at_once_with_a_fresh_max_age() {
     store.close().await;
     // ... replayed a day later (another process: `deadletters replay`).
     let day = 86_400_000;
-    let later = SqliteStore::open(&path, 4, Clock::starting_at(T0 + day))
-        .await
-        .unwrap();
+    let later = engine.open(4, Clock::starting_at(T0 + day)).await;
     let replayed = later
         .apply(Op::Replay {
             id: Some(1),
@@ -329,7 +344,7 @@ async fn a_replayed_dead_letter_is_due_at_once_with_a_fresh_max_age() {
         .await
         .unwrap();
     assert_eq!(replayed, 1);
-    let row = later.next_pending("t").await.unwrap().unwrap();
+    let row = next_pending(&*later, "t").await.unwrap();
     assert_eq!(row.attempts, 0);
     // max_age counts from the replay, not from the first acceptance ...
     assert!(row.queued_at_ms >= T0 + day, "{row:?}");
@@ -339,12 +354,11 @@ async fn a_replayed_dead_letter_is_due_at_once_with_a_fresh_max_age() {
     later.close().await;
 }
 
-#[tokio::test]
-async fn orphaned_rows_are_counted_skipped_by_a_filtered_read_moved_and_purged() {
-    let (_dir, store, _) = store_with(0).await;
-    accept_n(&store, 2, "chat", Some("old_tpl")).await;
-    accept_n(&store, 3, "chat", Some("visitor")).await;
-    accept_n(&store, 1, "gone", Some("visitor")).await;
+async fn orphaned_rows_are_counted_skipped_by_a_filtered_read_moved_and_purged(engine: Engine) {
+    let (store, _) = store_with(&engine, 0).await;
+    accept_n(&*store, 2, "chat", Some("old_tpl")).await;
+    accept_n(&*store, 3, "chat", Some("visitor")).await;
+    accept_n(&*store, 1, "gone", Some("visitor")).await;
     let group = |target: &str, template: &str, count| PendingGroup {
         target: target.into(),
         template: Some(template.into()),
@@ -420,7 +434,7 @@ async fn orphaned_rows_are_counted_skipped_by_a_filtered_read_moved_and_purged()
         vec![group("chat", "visitor", 6)]
     );
     // Purge by target and template; other templates stay.
-    accept_n(&store, 2, "chat", Some("stale")).await;
+    accept_n(&*store, 2, "chat", Some("stale")).await;
     let purged = store
         .apply(Op::PurgePending {
             target: "chat".into(),
@@ -436,10 +450,9 @@ async fn orphaned_rows_are_counted_skipped_by_a_filtered_read_moved_and_purged()
     store.close().await;
 }
 
-#[tokio::test]
-async fn queue_figures_count_pending_and_dead_and_date_the_head_of_each_queue() {
-    let (_dir, store, _) = store_with(3).await;
-    accept_n(&store, 2, "other", None).await;
+async fn queue_figures_count_pending_and_dead_and_date_the_head_of_each_queue(engine: Engine) {
+    let (store, _) = store_with(&engine, 3).await;
+    accept_n(&*store, 2, "other", None).await;
     store
         .apply(Op::Dead {
             id: 1,
@@ -474,9 +487,8 @@ async fn queue_figures_count_pending_and_dead_and_date_the_head_of_each_queue() 
     store.close().await;
 }
 
-#[tokio::test]
-async fn retention_prunes_in_chunks_each_its_own_commit() {
-    let (_dir, store, _) = store_with(1_200).await;
+async fn retention_prunes_in_chunks_each_its_own_commit(engine: Engine) {
+    let (store, _) = store_with(&engine, 1_200).await;
     for id in 1..=1_200 {
         store
             .apply_later(Op::Delivered {
@@ -488,12 +500,12 @@ async fn retention_prunes_in_chunks_each_its_own_commit() {
             .unwrap();
     }
     store.barrier().await.unwrap();
-    let before = store.stats().commits.load(Ordering::Relaxed);
+    let before = store.commits();
     assert_eq!(
         store.prune(T0 + 60_000, 0).await.unwrap(),
         pruned(1_200, 1_200)
     );
-    let commits = store.stats().commits.load(Ordering::Relaxed) - before;
+    let commits = store.commits() - before;
     // 1,200 rows and 1,200 events at 500 per chunk: 3 + 3 commits, and one
     // for the (no) dedupe keys; an ingest commit waits for one chunk at
     // most, never for the whole prune.
@@ -504,13 +516,9 @@ async fn retention_prunes_in_chunks_each_its_own_commit() {
 
 /// Delivery results queue apart from ingest: however many wait for a
 /// commit, an event still finds room (`store.queue_capacity` is ingest's).
-#[tokio::test]
-async fn waiting_results_never_take_the_room_of_accepted_events() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("relay.db"), 2, Clock::starting_at(T0))
-        .await
-        .unwrap();
-    accept_n(&store, 1, "t", None).await;
+async fn waiting_results_never_take_the_room_of_accepted_events(engine: Engine) {
+    let store = engine.open(2, Clock::starting_at(T0)).await;
+    accept_n(&*store, 1, "t", None).await;
     // On this single-threaded runtime the writer cannot take these before
     // the accept below is queued.
     let mut waiting = Vec::new();
@@ -528,7 +536,7 @@ async fn waiting_results_never_take_the_room_of_accepted_events() {
                 .unwrap(),
         );
     }
-    let accepted = accept_n(&store, 1, "t", None).await;
+    let accepted = accept_n(&*store, 1, "t", None).await;
     assert_eq!(accepted, vec![2]);
     for w in waiting {
         w.wait().await.unwrap();
@@ -556,7 +564,7 @@ async fn waiting_results_never_take_the_room_of_accepted_events() {
 /// A file written by the first release (schema 1) is upgraded in place:
 /// queued rows keep their ages and stay readable in order.
 #[tokio::test]
-async fn a_schema_1_store_is_migrated_with_its_queue() {
+async fn sqlite_a_schema_1_store_is_migrated_with_its_queue() {
     use sqlx::Connection;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("relay.db");
@@ -619,13 +627,8 @@ fn one_delivery() -> Vec<NewDelivery> {
 /// Crisp's resends: an event whose dedupe key was accepted in the last
 /// 24 h stores nothing (also within one commit); past 24 h, or without a
 /// key, it is a new event; retention forgets keys older than 24 h.
-#[tokio::test]
-async fn resends_within_a_day_are_duplicates_and_store_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("relay.db");
-    let store = SqliteStore::open(&path, 16, Clock::starting_at(T0))
-        .await
-        .unwrap();
+async fn resends_within_a_day_are_duplicates_and_store_nothing(engine: Engine) {
+    let store = engine.open(16, Clock::starting_at(T0)).await;
     let first = store
         .accept(keyed_event(Some("k1")), one_delivery())
         .await
@@ -663,16 +666,14 @@ async fn resends_within_a_day_are_duplicates_and_store_nothing() {
     );
     assert_eq!(store.event_count().await.unwrap(), 4);
     assert_eq!(store.deliveries().await.unwrap().len(), 4);
-    let row = store.next_pending("t").await.unwrap().unwrap();
+    let row = next_pending(&*store, "t").await.unwrap();
     assert_eq!(row.conversation.as_deref(), Some("w/s"));
     store.close().await;
 
     // A day and a second later the same key is a new event, and retention
     // drops the keys of the day before.
     let day = crisp_relay::store::DEDUPE_WINDOW_MS;
-    let later = SqliteStore::open(&path, 16, Clock::starting_at(T0 + day + 1_000))
-        .await
-        .unwrap();
+    let later = engine.open(16, Clock::starting_at(T0 + day + 1_000)).await;
     assert_eq!(
         later
             .accept(keyed_event(Some("k1")), one_delivery())
@@ -690,4 +691,42 @@ async fn resends_within_a_day_are_duplicates_and_store_nothing() {
         Accepted::New(6)
     );
     later.close().await;
+}
+
+/// Concurrent accepts (one request each) are grouped into fewer commits
+/// than events, each answered with its own id.
+async fn concurrent_accepts_share_commits(engine: Engine) {
+    let store = engine.open(1024, Clock::starting_at(T0)).await;
+    let before = store.commits();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..200 {
+        let store = store.clone();
+        tasks.spawn(async move {
+            let event = NewEvent {
+                received_at_ms: T0,
+                website_id: "w".into(),
+                name: "message:send".into(),
+                timestamp_ms: T0,
+                body: format!(r#"{{"n":{i}}}"#),
+                conversation: None,
+                dedupe: Some(format!("k{i}")),
+            };
+            store.accept(event, one_delivery()).await
+        });
+    }
+    let mut ids = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        match r.unwrap().unwrap() {
+            Accepted::New(id) => ids.push(id),
+            Accepted::Duplicate => panic!("distinct keys"),
+        }
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 200);
+    let commits = store.commits() - before;
+    assert!(commits < 200, "{commits} commits for 200 events");
+    assert_eq!(store.event_count().await.unwrap(), 200);
+    assert_eq!(store.deliveries().await.unwrap().len(), 200);
+    store.close().await;
 }

@@ -497,6 +497,18 @@ impl Store for SqliteStore {
     fn close(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
         Box::pin(self.do_close())
     }
+
+    fn deliveries(&self) -> StoreFuture<'_, Vec<DeliveryRow>> {
+        Box::pin(SqliteStore::deliveries(self))
+    }
+
+    fn event_count(&self) -> StoreFuture<'_, i64> {
+        Box::pin(SqliteStore::event_count(self))
+    }
+
+    fn commits(&self) -> u64 {
+        self.stats.commits.load(Ordering::Relaxed)
+    }
 }
 
 #[cfg(test)]
