@@ -139,7 +139,7 @@ async fn a_fenced_write_is_refused_once_another_replica_took_the_lease() {
 }
 
 #[tokio::test]
-async fn a_fenced_write_waits_for_nothing_but_is_refused_after_expiry_by_the_database_clock() {
+async fn a_fenced_write_is_refused_once_the_lease_expires_by_the_database_clock() {
     let Some(schema) = PgSchema::create().await else {
         return;
     };

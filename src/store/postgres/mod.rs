@@ -49,6 +49,22 @@ const OPS_CAPACITY: usize = 8192;
 /// Connections of the read pool (leases go through it too).
 const READ_CONNECTIONS: u32 = 4;
 
+/// How long making a connection may take (an unreachable server otherwise
+/// holds the caller for the system's TCP timeout).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connects with `opts` within [`CONNECT_TIMEOUT`].
+async fn connect(opts: &PgConnectOptions) -> Result<sqlx::PgConnection, sqlx::Error> {
+    tokio::time::timeout(CONNECT_TIMEOUT, opts.connect())
+        .await
+        .unwrap_or_else(|_| {
+            Err(sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "connecting to PostgreSQL took longer than 10 s",
+            )))
+        })
+}
+
 /// The PostgreSQL store.
 pub struct PgStore {
     accepts: mpsc::Sender<Request>,
@@ -130,12 +146,12 @@ impl PgStore {
     ) -> Result<Self, StoreError> {
         let shown = url.redacted().to_owned();
         let opts = options(url)?;
-        let mut conn = opts.connect().await.map_err(|e| open_error(url, e))?;
+        let mut conn = connect(&opts).await.map_err(|e| open_error(url, e))?;
         schema::migrate(&mut conn, &shown).await?;
         let reads = PgPoolOptions::new()
             .max_connections(READ_CONNECTIONS)
             .min_connections(0)
-            .acquire_timeout(Duration::from_secs(10))
+            .acquire_timeout(CONNECT_TIMEOUT)
             .idle_timeout(Duration::from_secs(300))
             .connect_lazy_with(opts.clone());
         let wakers = notify::Wakers::default();
@@ -301,8 +317,7 @@ impl PgStore {
 /// migrating or writing anything; `None` when its schema is absent (for
 /// `check`).
 pub async fn pending_groups_at(url: &DatabaseUrl) -> Result<Option<Vec<PendingGroup>>, StoreError> {
-    let mut conn = options(url)?
-        .connect()
+    let mut conn = connect(&options(url)?)
         .await
         .map_err(|e| open_error(url, e))?;
     let groups = if schema::exists(&mut conn).await? {

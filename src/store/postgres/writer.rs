@@ -9,7 +9,9 @@
 //! that decides when ingest answers 503. A batch that fails (a lost
 //! connection, say) is rolled back whole and each of its requests answered
 //! with the error; the connection is dropped and a new one made for the
-//! next batch.
+//! next batch. (A connection lost while `COMMIT` was on its way leaves the
+//! outcome unknown: the requests are answered with the error, so ingest
+//! answers 503 and Crisp's resend is then a duplicate by its key.)
 //!
 //! Batches holding accepted events take a transaction-scoped advisory lock
 //! before allocating ids, so replicas commit new rows in id order and a
@@ -23,7 +25,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use sqlx::postgres::PgConnectOptions;
-use sqlx::{ConnectOptions, Connection, PgConnection};
+use sqlx::{Connection, PgConnection};
 use tokio::sync::{mpsc, oneshot};
 
 use super::notify::{ALL, CHANNEL, Wakers};
@@ -148,7 +150,7 @@ impl Writer {
         }
         let conn = match &mut self.conn {
             Some(c) => c,
-            None => self.conn.insert(self.options.connect().await?),
+            None => self.conn.insert(super::connect(&self.options).await?),
         };
         let result = commit(conn, batch, self.clock.now_ms(), &self.replica).await;
         if result.is_err() {
