@@ -167,10 +167,14 @@ impl Rig {
     }
 
     /// Stops the worker; its last results are committed when this returns.
+    /// The clock runs again from here: a store read on the paused clock can
+    /// wait on the read pool (a connection on its way back from the worker)
+    /// while the runtime, idle, jumps to the pool's 30 s acquire timeout.
     async fn stop_worker(&mut self) {
         self.stop.cancel();
         if let Some(e) = self.engine.take() {
             e.join().await;
+            tokio::time::resume();
         }
     }
 
