@@ -60,9 +60,20 @@ type Reply = oneshot::Sender<Result<(), String>>;
 #[derive(Clone)]
 pub struct ReloadHandle {
     tx: mpsc::Sender<Reply>,
+    last_error: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl ReloadHandle {
+    /// The errors of the last reload, if it was rejected (whatever asked
+    /// for it: `SIGHUP`, `POST /-/reload`, the console); `None` once one
+    /// succeeds. Shown by the console's configuration page.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// Reloads and answers with the errors if the new configuration is
     /// rejected (`POST /-/reload`).
     pub async fn reload(&self) -> Result<(), String> {
@@ -149,10 +160,22 @@ impl Supervisor {
     /// once the last engine has stopped.
     pub fn spawn(self) -> (ReloadHandle, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(2);
-        (ReloadHandle { tx }, tokio::spawn(self.run(rx)))
+        let last_error = Arc::new(std::sync::Mutex::new(None));
+        let handle = ReloadHandle {
+            tx,
+            last_error: last_error.clone(),
+        };
+        (handle, tokio::spawn(self.run(rx, last_error)))
     }
 
-    async fn run(self, mut rx: mpsc::Receiver<Reply>) {
+    async fn run(
+        self,
+        mut rx: mpsc::Receiver<Reply>,
+        last_error: Arc<std::sync::Mutex<Option<String>>>,
+    ) {
+        let record = |e: Option<String>| {
+            *last_error.lock().unwrap_or_else(|p| p.into_inner()) = e;
+        };
         let relay = self.live.get();
         let (mut engine, mut stop) = self.engine(relay.clone());
         report_orphans(&relay, self.store.as_ref(), &self.metrics, true).await;
@@ -168,12 +191,14 @@ impl Supervisor {
                 Ok(Err(e)) => {
                     self.metrics.config_reload("rejected");
                     error!(file = %self.path.display(), errors = %e, "configuration rejected; still running the previous one");
+                    record(Some(e.to_string()));
                     let _ = reply.send(Err(e.to_string()));
                     continue;
                 }
                 Err(e) => {
                     self.metrics.config_reload("rejected");
                     error!(error = %e, "loading the configuration failed; still running the previous one");
+                    record(Some(format!("loading failed: {e}")));
                     let _ = reply.send(Err(format!("loading failed: {e}")));
                     continue;
                 }
@@ -204,6 +229,7 @@ impl Supervisor {
             }
             (engine, stop) = self.engine(new.clone());
             self.metrics.config_reload("ok");
+            record(None);
             info!(file = %self.path.display(), "configuration reloaded");
             let _ = reply.send(Ok(()));
             report_orphans(&new, self.store.as_ref(), &self.metrics, true).await;

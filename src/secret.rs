@@ -55,6 +55,38 @@ impl fmt::Debug for HookKey {
     }
 }
 
+/// The web console's token (`admin.token`): what a script sends as
+/// `Authorization: Bearer …` and what a person types on the login page. It
+/// also keys the session cookies' HMAC, so a new token ends every session.
+/// `Debug` shows `AdminToken(***)`; there is no `Display`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(Secret);
+
+impl AdminToken {
+    /// The fewest characters `admin.token` may have.
+    pub const MIN_LEN: usize = 16;
+
+    pub fn new(token: String) -> Self {
+        Self(Secret::new(token))
+    }
+
+    /// Compares `candidate` with the token in constant time.
+    pub fn matches(&self, candidate: &[u8]) -> bool {
+        constant_time_eq(self.0.expose().as_bytes(), candidate)
+    }
+
+    /// The token itself, for the one place that keys the session HMAC.
+    pub fn expose(&self) -> &str {
+        self.0.expose()
+    }
+}
+
+impl fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AdminToken(***)")
+    }
+}
+
 /// Constant-time equality of `secret` and `candidate`.
 ///
 /// Runs over every byte of `secret` whatever `candidate` holds, so the time
@@ -281,5 +313,9 @@ mod tests {
         assert_eq!(format!("{s:?}"), "\"***\"");
         let k = HookKey::new("hunter2".into());
         assert!(!format!("{k:?}").contains("hunter2"));
+        let t = AdminToken::new("hunter2-hunter2-hunter2".into());
+        assert_eq!(format!("{t:?}"), "AdminToken(***)");
+        assert!(t.matches(b"hunter2-hunter2-hunter2"));
+        assert!(!t.matches(b"hunter2-hunter2-hunter3"));
     }
 }

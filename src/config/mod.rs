@@ -152,6 +152,14 @@ pub struct ServerConfig {
     pub shutdown_timeout: Duration,
 }
 
+/// The admin listener's settings that a reload changes.
+#[derive(Debug, Clone, Default)]
+pub struct AdminConfig {
+    /// The web console's token; `None`: the console is read-only (and only
+    /// on a loopback listener).
+    pub token: Option<crate::secret::AdminToken>,
+}
+
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
     /// How long delivered rows are kept.
@@ -232,6 +240,7 @@ pub struct Config {
     /// Read at start-up only (listeners, store).
     pub startup: Startup,
     pub server: ServerConfig,
+    pub admin: AdminConfig,
     pub store: StoreConfig,
     pub templates_dir: PathBuf,
     pub targets: Vec<Target>,

@@ -89,6 +89,8 @@ pub(super) struct RawServer {
 pub(super) struct RawAdmin {
     #[serde(default)]
     pub(super) listen: Option<S<String>>,
+    #[serde(default)]
+    pub(super) token: Option<S<String>>,
 }
 
 #[derive(Deserialize)]

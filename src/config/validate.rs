@@ -13,7 +13,7 @@ use super::target::validate_target;
 use super::units::parse_size;
 use super::*;
 use crate::routing::{Condition, FieldPath, Route, Router, Test};
-use crate::secret::{HookKey, Secret};
+use crate::secret::{AdminToken, HookKey, Secret};
 use crate::suggest::did_you_mean;
 
 pub(super) fn socket_addr(
@@ -47,6 +47,7 @@ pub(super) fn validate(
 ) -> Option<Config> {
     let startup = validate_startup(ctx, &raw, base_dir);
     let server = validate_server(ctx, &raw.server);
+    let admin = validate_admin(ctx, raw.admin.as_ref());
     let store = validate_store(ctx, raw.store.as_ref());
     let templates_dir = match &raw.templates {
         Some(t) => ctx
@@ -157,6 +158,7 @@ pub(super) fn validate(
         file: ctx.file.to_owned(),
         startup: startup?,
         server: server?,
+        admin,
         store,
         templates_dir,
         targets,
@@ -417,6 +419,38 @@ pub(super) fn validate_server(ctx: &mut Ctx, raw: &S<RawServer>) -> Option<Serve
             Duration::from_secs(10),
         ),
     })
+}
+
+/// `admin.token`: empty (or absent) leaves the console read-only; else at
+/// least [`AdminToken::MIN_LEN`] characters. Not a start-up setting (a
+/// reload changes it), and not read by [`validate_startup`], so commands
+/// that need only the store's path work without it set.
+pub(super) fn validate_admin(ctx: &mut Ctx, raw: Option<&RawAdmin>) -> AdminConfig {
+    let Some(t) = raw.and_then(|a| a.token.as_ref()) else {
+        return AdminConfig::default();
+    };
+    let Some(value) = ctx.interp(t, "admin.token") else {
+        return AdminConfig::default();
+    };
+    if value.is_empty() {
+        return AdminConfig::default();
+    }
+    let chars = value.chars().count();
+    if chars < AdminToken::MIN_LEN {
+        // Never repeat the value: it is a secret, even a bad one.
+        ctx.err(
+            t,
+            format!(
+                "admin.token is {chars} characters long; the console needs at least {}",
+                AdminToken::MIN_LEN
+            ),
+            Some("generate one with `openssl rand -hex 32` and set it in the variable the file names, e.g. `token: \"${CRISP_RELAY_ADMIN_TOKEN}\"`".into()),
+        );
+        return AdminConfig::default();
+    }
+    AdminConfig {
+        token: Some(AdminToken::new(value)),
+    }
 }
 
 pub(super) fn validate_store(ctx: &mut Ctx, raw: Option<&RawStore>) -> StoreConfig {

@@ -85,6 +85,9 @@ impl Store for FencedStore {
     fn dead_letters<'a>(&'a self, target: Option<&'a str>) -> StoreFuture<'a, Vec<DeadLetter>> {
         self.inner.dead_letters(target)
     }
+    fn event_body(&self, event_id: i64) -> StoreFuture<'_, Option<String>> {
+        self.inner.event_body(event_id)
+    }
     fn prune(&self, before_ms: i64, keys_before_ms: i64) -> StoreFuture<'_, Pruned> {
         self.inner.prune(before_ms, keys_before_ms)
     }

@@ -465,6 +465,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Dead letters, oldest first, optionally of one target.
     fn dead_letters<'a>(&'a self, target: Option<&'a str>) -> StoreFuture<'a, Vec<DeadLetter>>;
 
+    /// The stored body of event `event_id` (the request as Crisp sent it),
+    /// if the event is still stored (inspection: the console).
+    fn event_body(&self, event_id: i64) -> StoreFuture<'_, Option<String>>;
+
     /// Deletes delivered rows and emptied events older than `before_ms`,
     /// and dedupe keys recorded before `keys_before_ms`, in chunks, each its
     /// own commit, so ingest commits go on in between.

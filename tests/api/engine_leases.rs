@@ -98,6 +98,9 @@ impl crisp_relay::store::Store for Switched {
     fn dead_letters<'a>(&'a self, t: Option<&'a str>) -> StoreFuture<'a, Vec<DeadLetter>> {
         self.inner.dead_letters(t)
     }
+    fn event_body(&self, id: i64) -> StoreFuture<'_, Option<String>> {
+        crisp_relay::store::Store::event_body(&self.inner, id)
+    }
     fn prune(&self, b: i64, k: i64) -> StoreFuture<'_, Pruned> {
         self.inner.prune(b, k)
     }

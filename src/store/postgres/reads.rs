@@ -283,6 +283,13 @@ impl PgStore {
             .map_err(StoreError::from)
     }
 
+    pub(super) async fn read_event_body(&self, id: i64) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT body FROM events WHERE id = $1")
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?)
+    }
+
     pub(super) async fn read_event_count(&self) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar("SELECT COUNT(*) FROM events")
             .fetch_one(self.pool())

@@ -486,6 +486,10 @@ impl Store for SqliteStore {
         Box::pin(self.read_dead_letters(target))
     }
 
+    fn event_body(&self, event_id: i64) -> StoreFuture<'_, Option<String>> {
+        Box::pin(SqliteStore::event_body(self, event_id))
+    }
+
     fn prune(&self, before_ms: i64, keys_before_ms: i64) -> StoreFuture<'_, Pruned> {
         Box::pin(self.do_prune(before_ms, keys_before_ms))
     }
