@@ -16,6 +16,7 @@ pub mod app;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod delivery;
 pub mod event;
 pub mod lease;

@@ -166,6 +166,27 @@ pub struct VersionLabel {
     pub version: &'static str,
 }
 
+/// What ingest answers a hook request with (the `outcome` label of
+/// `events_received`), in the order the console shows them.
+pub const INGEST_OUTCOMES: [&str; 6] = [
+    "accepted",
+    "duplicate",
+    "unauthorized",
+    "too_large",
+    "unavailable",
+    "invalid",
+];
+
+/// A target's counters, as the console reads them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TargetTotals {
+    pub delivered: u64,
+    /// Dead-lettered (failed for good).
+    pub failed: u64,
+    /// 429s from the destination.
+    pub throttled: u64,
+}
+
 /// Histogram buckets from 0.5 ms to about 33 s.
 #[derive(Clone)]
 pub struct Buckets;
@@ -197,6 +218,8 @@ pub struct Metrics {
     pub orphaned: Family<TargetLabel, Gauge>,
     /// The targets whose queue gauges are exported.
     targets: std::sync::RwLock<Vec<String>>,
+    /// `events_received` summed over events, by [`INGEST_OUTCOMES`].
+    ingest_totals: [std::sync::atomic::AtomicU64; INGEST_OUTCOMES.len()],
 }
 
 impl std::fmt::Debug for Metrics {
@@ -330,6 +353,7 @@ impl Metrics {
             worker_restarts,
             orphaned,
             targets: std::sync::RwLock::new(Vec::new()),
+            ingest_totals: Default::default(),
         }
     }
 
@@ -440,6 +464,9 @@ impl Metrics {
     }
 
     pub fn event(&self, name: Option<&str>, outcome: &'static str) {
+        if let Some(i) = INGEST_OUTCOMES.iter().position(|o| *o == outcome) {
+            self.ingest_totals[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         self.events_received
             .get_or_create(&EventLabels {
                 event: event_label(name),
@@ -470,6 +497,40 @@ impl Metrics {
                 source,
             })
             .inc();
+    }
+
+    /// Hook requests since start, by outcome ([`INGEST_OUTCOMES`]).
+    pub fn ingest_totals(&self) -> [(&'static str, u64); INGEST_OUTCOMES.len()] {
+        std::array::from_fn(|i| {
+            (
+                INGEST_OUTCOMES[i],
+                self.ingest_totals[i].load(std::sync::atomic::Ordering::Relaxed),
+            )
+        })
+    }
+
+    /// `target`'s delivered, dead-lettered and remote-429 counts since
+    /// start.
+    pub fn target_totals(&self, target: &str) -> TargetTotals {
+        let outcome = |outcome| {
+            self.deliveries
+                .get_or_create(&TargetOutcome {
+                    target: target.to_owned(),
+                    outcome,
+                })
+                .get()
+        };
+        TargetTotals {
+            delivered: outcome("delivered"),
+            failed: outcome("dead_lettered"),
+            throttled: self
+                .rate_limited
+                .get_or_create(&TargetSource {
+                    target: target.to_owned(),
+                    source: "remote",
+                })
+                .get(),
+        }
     }
 
     /// Makes every per-target series exist from the start (a dashboard sees

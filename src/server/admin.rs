@@ -1,7 +1,9 @@
 //! The admin listener: `/healthz` (the process runs), `/readyz` (the store
 //! takes durable writes; and which targets are not running), `/metrics`
-//! (Prometheus) and `POST /-/reload`. Meant for 127.0.0.1 or a private
-//! network: it shows target names and states, never secrets.
+//! (Prometheus) and `POST /-/reload`, and the web console and its API under
+//! `/ui/` and `/api/v1/` (see [`crate::console`], which has its own access
+//! rule). Meant for 127.0.0.1 or a private network: it shows target names
+//! and states, never secrets.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -23,9 +25,24 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::{Body, Shared, error, respond};
+use crate::console::{self, Console};
 use crate::delivery::TargetState;
 
 pub(super) async fn run(listener: TcpListener, state: Arc<Shared>, shutdown: CancellationToken) {
+    let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
+    let console = Arc::new(Console::new(
+        console::Deps {
+            live: state.live.clone(),
+            store: state.store.clone(),
+            metrics: state.metrics.clone(),
+            reload: state.reload.clone(),
+            states: state.states.clone(),
+            clock: state.clock,
+            window: console::window::Window::default(),
+        },
+        loopback,
+    ));
+    let sampler = console.spawn_sampler(shutdown.clone());
     let graceful = GracefulShutdown::new();
     let limit = Arc::new(Semaphore::new(64));
     let mut http = http1::Builder::new();
@@ -41,9 +58,17 @@ pub(super) async fn run(listener: TcpListener, state: Arc<Shared>, shutdown: Can
             () = shutdown.cancelled() => break,
         };
         let state = state.clone();
+        let console = console.clone();
         let svc = service_fn(move |req: Request<Incoming>| {
             let state = state.clone();
-            async move { Ok::<_, Infallible>(handle(&state, &req).await) }
+            let console = console.clone();
+            async move {
+                Ok::<_, Infallible>(if console::owns(req.uri().path()) {
+                    console.handle(req).await
+                } else {
+                    handle(&state, &req).await
+                })
+            }
         });
         let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), svc));
         tokio::spawn(async move {
@@ -52,6 +77,7 @@ pub(super) async fn run(listener: TcpListener, state: Arc<Shared>, shutdown: Can
         });
     }
     let _ = tokio::time::timeout(Duration::from_secs(2), graceful.shutdown()).await;
+    sampler.abort();
 }
 
 async fn handle(state: &Shared, req: &Request<Incoming>) -> Response<Body> {
