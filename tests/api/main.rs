@@ -13,6 +13,7 @@ mod raw_http;
 
 mod cli;
 mod config_errors;
+mod console;
 mod delivery;
 mod engine;
 mod engine_leases;
