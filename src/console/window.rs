@@ -133,7 +133,9 @@ mod tests {
         let minutes = |n: i64, step: u64| -> Vec<(i64, u64)> {
             (0..n).map(|i| (t0 + i * M, i as u64 * step)).collect()
         };
-        let cases: Vec<(&str, Vec<(i64, u64)>, i64, u64, u64)> = vec![
+        // (what, samples, now, current total, expected)
+        type Case = (&'static str, Vec<(i64, u64)>, i64, u64, u64);
+        let cases: Vec<Case> = vec![
             ("no samples: all since start", vec![], t0, 5, 5),
             (
                 "younger than an hour: since the first sample",
