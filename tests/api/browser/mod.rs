@@ -27,10 +27,10 @@
 //! (targets and live updates, phone width), `deadletters` (detail,
 //! replay, hostile event text), `auth` (actions without the token).
 
-// The console tests' helpers (login, click, ...) arrive before the console.
-#![allow(dead_code)]
-
+mod auth;
+mod deadletters;
 mod harness;
+mod overview;
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -53,6 +53,10 @@ pub const SCREENSHOTS_VAR: &str = "CRISP_RELAY_SCREENSHOTS";
 /// Upper bound on waiting for anything in the page. Only a hang guard.
 pub const WAIT: Duration = Duration::from_secs(15);
 
+/// The admin token the console tests configure (through the environment,
+/// as an operator would).
+pub const TOKEN: &str = "console-test-token-0123456789";
+
 /// One browser at a time across the test binary.
 static ONE_BROWSER: Semaphore = Semaphore::const_new(1);
 
@@ -63,7 +67,7 @@ pub struct Browser {
     /// Where relative paths in [`Browser::open`] go (`http://ADMIN`).
     base: String,
     /// Chromium's profile and chromedriver's log; removed on drop.
-    scratch: tempfile::TempDir,
+    _scratch: tempfile::TempDir,
     _slot: SemaphorePermit<'static>,
 }
 
@@ -152,7 +156,7 @@ impl Browser {
             client,
             driver,
             base: String::new(),
-            scratch,
+            _scratch: scratch,
             _slot: slot,
         })
     }
@@ -396,4 +400,114 @@ fn kill_group(driver: &mut Child) {
         .status();
     let _ = driver.kill();
     let _ = driver.wait();
+    // Chromium's processes take a moment to go; wait (briefly) until the
+    // group is empty, so the next test starts with none left.
+    let group = format!("-{}", driver.id());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline
+        && Command::new("kill")
+            .args(["-0", "--", &group])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// What the console tests share
+
+/// `config_with(extra)` with the console's admin token, read from the
+/// environment as an operator would pass it.
+pub fn console_config(extra: &str) -> String {
+    let plain = config_with(extra);
+    let admin = "admin:\n  listen: 127.0.0.1:0\n";
+    assert!(plain.contains(admin), "config_with changed: {plain}");
+    plain.replace(
+        admin,
+        "admin:\n  listen: 127.0.0.1:0\n  token: \"${CRISP_RELAY_ADMIN_TOKEN}\"\n",
+    )
+}
+
+/// Starts the relay with `console_config(extra)` and the token in its
+/// environment.
+pub async fn spawn_console(extra: &str) -> TestApp {
+    TestApp::spawn_in(
+        Workdir::new(&console_config(extra)),
+        &[("CRISP_RELAY_ADMIN_TOKEN", TOKEN)],
+    )
+    .await
+}
+
+/// A webhook target `name` at `url` and a route sending every visitor
+/// message to it, the event as Crisp sent it (no template). `retry` is the
+/// target's retry policy (YAML flow mapping).
+pub fn webhook_target(name: &str, url: &str, retry: &str) -> String {
+    format!(
+        "targets:\n  {name}: {{kind: webhook, url: \"{url}\", retry: {retry}}}\n\
+         routes:\n  - name: visitor-messages\n    match: {{event: \"message:send\", data.from: user}}\n    to: [{name}]\n"
+    )
+}
+
+/// Posts each body as Crisp does; each must be accepted.
+pub async fn post_events(app: &TestApp, bodies: impl IntoIterator<Item = String>) {
+    for (i, body) in bodies.into_iter().enumerate() {
+        let resp = app.post_event(body).await;
+        assert_eq!(resp.status(), 200, "event {i}");
+    }
+}
+
+/// `GET /api/v1/deadletters` with the bearer token, as a script would:
+/// the dead letters as JSON objects. Accepts a bare array or an object
+/// holding the array under `deadletters` or `items`.
+pub async fn api_dead_letters(app: &TestApp) -> Vec<Value> {
+    let resp = app
+        .client
+        .get(format!("http://{}/api/v1/deadletters", app.admin))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "GET /api/v1/deadletters");
+    let bytes = resp.bytes().await.unwrap();
+    let v: Value = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+        panic!(
+            "GET /api/v1/deadletters is not JSON ({e}): {}",
+            String::from_utf8_lossy(&bytes)
+        )
+    });
+    match &v {
+        Value::Array(a) => a.clone(),
+        Value::Object(o) => o
+            .get("deadletters")
+            .or_else(|| o.get("items"))
+            .and_then(Value::as_array)
+            .unwrap_or_else(|| panic!("no list of dead letters in {v}"))
+            .clone(),
+        _ => panic!("no list of dead letters in {v}"),
+    }
+}
+
+/// Waits (up to [`WAIT`]) until the relay's log holds `needle` `n` times
+/// (`dead-lettered`: a delivery became a dead letter).
+pub async fn wait_for_log(app: &TestApp, needle: &str, n: usize) {
+    let deadline = Instant::now() + WAIT;
+    while app.logs().matches(needle).count() < n {
+        assert!(
+            Instant::now() < deadline,
+            "the log never showed {needle:?} {n} times; logs:\n{}",
+            app.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The id of a dead letter as the API gives it (a number or a string).
+pub fn dead_letter_id(d: &Value) -> String {
+    match &d["id"] {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        other => panic!("dead letter without an id ({other}): {d}"),
+    }
 }
