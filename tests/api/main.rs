@@ -5,12 +5,13 @@
 //! library's Discord Gateway client against a fake Gateway.
 //!
 //! A module grown past one job is a directory, one theme a file, with what
-//! its files share in `mod.rs`: `config_errors/`, `delivery/`, `fakes/`,
+//! its files share in `mod.rs`: `browser/`, `config_errors/`, `delivery/`, `fakes/`,
 //! `hostile/`, `ingest/`, `rendering/`.
 
 mod helpers;
 mod raw_http;
 
+mod browser;
 mod cli;
 mod config_errors;
 mod console;
