@@ -97,7 +97,7 @@ fn assert_security_headers(h: &HeaderMap) {
     assert!(csp.contains("script-src 'self'"), "{h:?}");
     assert!(csp.contains("frame-ancestors 'none'"), "{h:?}");
     assert_eq!(h["x-content-type-options"], "nosniff");
-    assert_eq!(h["referrer-policy"], "no-referrer");
+    assert_eq!(h["referrer-policy"], "same-origin");
     assert_eq!(h["cache-control"], "no-store");
 }
 

@@ -477,16 +477,10 @@ pub async fn api_dead_letters(app: &TestApp) -> Vec<Value> {
             String::from_utf8_lossy(&bytes)
         )
     });
-    match &v {
-        Value::Array(a) => a.clone(),
-        Value::Object(o) => o
-            .get("deadletters")
-            .or_else(|| o.get("items"))
-            .and_then(Value::as_array)
-            .unwrap_or_else(|| panic!("no list of dead letters in {v}"))
-            .clone(),
-        _ => panic!("no list of dead letters in {v}"),
-    }
+    v["dead_letters"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no `dead_letters` list in {v}"))
+        .clone()
 }
 
 /// Waits (up to [`WAIT`]) until the relay's log holds `needle` `n` times
