@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use sqlx::{Connection, QueryBuilder, Sqlite, SqliteConnection};
 use tokio::sync::{Notify, mpsc, oneshot};
 
+use super::attempts;
 use super::dedupe::duplicates;
 use crate::clock::Clock;
 use crate::store::{Accepted, DEDUPE_WINDOW_MS, NewDelivery, NewEvent, Op, StoreError};
@@ -373,8 +374,9 @@ struct Outcome {
     duplicate: Vec<bool>,
 }
 
-/// Applies a run of [`Op::Delivered`] in one `UPDATE … FROM (VALUES …)`;
-/// answers the rows changed per op, as [`apply_op`] would.
+/// Applies a run of [`Op::Delivered`] in one `UPDATE … FROM (VALUES …)`
+/// and records their attempts in one `INSERT`; answers the rows changed
+/// per op, as [`apply_op`] would.
 async fn mark_delivered(
     tx: &mut sqlx::Transaction<'_, Sqlite>,
     ops: &[&Op],
@@ -386,6 +388,7 @@ async fn mark_delivered(
             id,
             attempts,
             status,
+            ..
         } => {
             row.push_bind(*id)
                 .push_bind(*attempts)
@@ -399,23 +402,49 @@ async fn mark_delivered(
     });
     q.push(
         ") UPDATE deliveries SET state = 'delivered', attempts = v.attempts, \
-         last_status = v.status, last_error = NULL, updated_at = ",
+         last_status = v.status, last_error = NULL, attempt_seq = attempt_seq + 1, updated_at = ",
     );
     q.push_bind(now);
-    q.push(" FROM v WHERE deliveries.id = v.id RETURNING deliveries.id");
-    let changed: std::collections::HashSet<i64> = q
-        .build_query_scalar::<i64>()
+    q.push(" FROM v WHERE deliveries.id = v.id RETURNING deliveries.id, deliveries.attempt_seq");
+    let mut changed: HashMap<i64, i64> = q
+        .build_query_as::<(i64, i64)>()
         .fetch_all(&mut **tx)
         .await?
         .into_iter()
         .collect();
-    Ok(ops
+    let counts = ops
         .iter()
         .map(|op| match op {
-            Op::Delivered { id, .. } => u64::from(changed.contains(id)),
+            Op::Delivered { id, .. } => u64::from(changed.contains_key(id)),
             _ => 0,
         })
-        .collect())
+        .collect();
+    // One attempt per row changed (a row named twice was updated once).
+    let run: Vec<_> = ops
+        .iter()
+        .filter_map(|op| op.attempt())
+        .filter_map(|a| changed.remove(&a.id).map(|seq| (a, seq)))
+        .collect();
+    attempts::record_run(tx, &run).await?;
+    Ok(counts)
+}
+
+/// Applies an attempt's result (`Delivered`, `Retry`, `Dead`: `update`
+/// binds everything but the row's id) and records the attempt if the row
+/// changed; answers the rows changed.
+async fn apply_result(
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    op: &Op,
+    update: sqlx::query::QueryScalar<'_, Sqlite, i64, sqlx::sqlite::SqliteArguments>,
+) -> Result<u64, StoreError> {
+    let Some(a) = op.attempt() else {
+        return Ok(0);
+    };
+    let Some(seq) = update.bind(a.id).fetch_optional(&mut **tx).await? else {
+        return Ok(0);
+    };
+    attempts::record(tx, &a, seq).await?;
+    Ok(1)
 }
 
 /// Wakes the workers that a committed batch gave work to (`duplicate`:
@@ -457,35 +486,30 @@ async fn apply_op(
     now: i64,
 ) -> Result<u64, StoreError> {
     let done = match op {
-        Op::Delivered { id, attempts, status } => {
-            sqlx::query("UPDATE deliveries SET state = 'delivered', attempts = ?, last_status = ?, last_error = NULL, updated_at = ? WHERE id = ?")
+        // The result of an attempt: the row's change, then its history.
+        Op::Delivered { attempts, status, .. } => {
+            let update = sqlx::query_scalar("UPDATE deliveries SET state = 'delivered', attempts = ?, last_status = ?, last_error = NULL, attempt_seq = attempt_seq + 1, updated_at = ? WHERE id = ? RETURNING attempt_seq")
                 .bind(attempts)
                 .bind(status.map(i64::from))
-                .bind(now)
-                .bind(id)
-                .execute(&mut **tx)
-                .await?
+                .bind(now);
+            return apply_result(tx, op, update).await;
         }
-        Op::Retry { id, attempts, next_attempt_at_ms, status, error } => {
-            sqlx::query("UPDATE deliveries SET attempts = ?, next_attempt_at = ?, last_status = ?, last_error = ?, updated_at = ? WHERE id = ? AND state = 'pending'")
+        Op::Retry { attempts, next_attempt_at_ms, status, error, .. } => {
+            let update = sqlx::query_scalar("UPDATE deliveries SET attempts = ?, next_attempt_at = ?, last_status = ?, last_error = ?, attempt_seq = attempt_seq + 1, updated_at = ? WHERE id = ? AND state = 'pending' RETURNING attempt_seq")
                 .bind(attempts)
                 .bind(next_attempt_at_ms)
                 .bind(status.map(i64::from))
                 .bind(error)
-                .bind(now)
-                .bind(id)
-                .execute(&mut **tx)
-                .await?
+                .bind(now);
+            return apply_result(tx, op, update).await;
         }
-        Op::Dead { id, attempts, status, error } => {
-            sqlx::query("UPDATE deliveries SET state = 'dead', attempts = ?, last_status = ?, last_error = ?, updated_at = ? WHERE id = ? AND state = 'pending'")
+        Op::Dead { attempts, status, error, .. } => {
+            let update = sqlx::query_scalar("UPDATE deliveries SET state = 'dead', attempts = ?, last_status = ?, last_error = ?, attempt_seq = attempt_seq + 1, updated_at = ? WHERE id = ? AND state = 'pending' RETURNING attempt_seq")
                 .bind(attempts)
                 .bind(status.map(i64::from))
                 .bind(error)
-                .bind(now)
-                .bind(id)
-                .execute(&mut **tx)
-                .await?
+                .bind(now);
+            return apply_result(tx, op, update).await;
         }
         // Due at once (0 is before any clock's now) and with a fresh
         // max_age: a replay is a new start.
