@@ -9,9 +9,9 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 
 use super::{
-    Accepted, AttemptRow, Committed, ConversationRow, DeadLetter, DeliveryFilter, DeliverySummary, DeliveryRow, EngineInfo, Fence, NewDelivery, NewEvent, Op,
-    PendingDelivery, PendingGroup, Pruned, QueueStats, Store, StoreFuture, TemplateFilter,
-    ThreadRef,
+    Accepted, AttemptRow, Committed, ConversationRow, DeadLetter, DeliveryFilter, DeliveryRow,
+    DeliverySummary, EngineInfo, Fence, NewDelivery, NewEvent, Op, PendingDelivery, PendingGroup,
+    Pruned, QueueStats, Store, StoreFuture, TemplateFilter, ThreadRef,
 };
 
 /// `inner`, with its changes fenced by `fence`.

@@ -195,7 +195,15 @@ impl Op {
                 at_ms,
                 latency_ms,
                 ..
-            } => (id, attempts, at_ms, latency_ms, status, Some(error), "retry"),
+            } => (
+                id,
+                attempts,
+                at_ms,
+                latency_ms,
+                status,
+                Some(error),
+                "retry",
+            ),
             Op::Dead {
                 id,
                 attempts,

@@ -13,10 +13,9 @@ use std::time::Duration;
 use crisp_relay::clock::Clock;
 use crisp_relay::delivery::TargetState;
 use crisp_relay::store::{
-    AttemptRow, ConversationRow, DeliveryFilter, DeliverySummary,
-    Accepted, Committed, DeadLetter, Fence, NewDelivery, NewEvent, Op, PendingDelivery,
-    PendingGroup, Pruned, QueueStats, SqliteStore, StoreError, StoreFuture, TemplateFilter,
-    ThreadRef,
+    Accepted, AttemptRow, Committed, ConversationRow, DeadLetter, DeliveryFilter, DeliverySummary,
+    Fence, NewDelivery, NewEvent, Op, PendingDelivery, PendingGroup, Pruned, QueueStats,
+    SqliteStore, StoreError, StoreFuture, TemplateFilter, ThreadRef,
 };
 use tokio::sync::{Notify, oneshot};
 

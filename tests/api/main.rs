@@ -32,6 +32,7 @@ mod replicas;
 mod replies;
 mod retry_timing;
 mod store_engines;
+mod store_history;
 mod store_ops;
 mod store_pg;
 mod threads;

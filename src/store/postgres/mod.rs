@@ -36,9 +36,9 @@ pub use writer::StoreStats;
 use writer::{Request, Writer};
 
 use super::{
-    Accepted, AttemptRow, Committed, ConversationRow, DeadLetter, DeliveryFilter, DeliverySummary, DeliveryRow, EngineInfo, Fence, NewDelivery, NewEvent, Op,
-    PendingDelivery, PendingGroup, Pruned, QueueStats, Store, StoreError, StoreFuture,
-    TemplateFilter, ThreadRef,
+    Accepted, AttemptRow, Committed, ConversationRow, DeadLetter, DeliveryFilter, DeliveryRow,
+    DeliverySummary, EngineInfo, Fence, NewDelivery, NewEvent, Op, PendingDelivery, PendingGroup,
+    Pruned, QueueStats, Store, StoreError, StoreFuture, TemplateFilter, ThreadRef,
 };
 use crate::clock::Clock;
 use crate::secret::DatabaseUrl;

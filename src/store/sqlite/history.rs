@@ -232,7 +232,10 @@ mod tests {
         let steps = plan(&store, &conversations_sql(), 2).await;
         eprintln!("conversations\n  {steps:?}");
         for s in &steps {
-            assert!(!s.starts_with("SCAN e") && !s.starts_with("SCAN d"), "{steps:?}");
+            assert!(
+                !s.starts_with("SCAN e") && !s.starts_with("SCAN d"),
+                "{steps:?}"
+            );
         }
         store.close().await;
     }

@@ -26,8 +26,9 @@ pub use writer::StoreStats;
 use writer::{Request, Wakers, Writer};
 
 use super::{
-    Accepted, AttemptRow, Committed, ConversationRow, DeadLetter, DeliveryFilter, DeliverySummary, DeliveryRow, NewDelivery, NewEvent, Op, PendingDelivery,
-    PendingGroup, Pruned, QueueStats, Store, StoreError, StoreFuture, TemplateFilter, ThreadRef,
+    Accepted, AttemptRow, Committed, ConversationRow, DeadLetter, DeliveryFilter, DeliveryRow,
+    DeliverySummary, NewDelivery, NewEvent, Op, PendingDelivery, PendingGroup, Pruned, QueueStats,
+    Store, StoreError, StoreFuture, TemplateFilter, ThreadRef,
 };
 use crate::clock::Clock;
 
