@@ -354,7 +354,7 @@ impl Writer {
                 .count();
             if run > 1 {
                 for chunk in rest[..run].chunks(ROWS_PER_STATEMENT) {
-                    counts.extend(mark_delivered(&mut tx, chunk, now).await?);
+                    counts.extend(attempts::mark_delivered(&mut tx, chunk, now).await?);
                 }
                 rest = &rest[run..];
             } else {
@@ -372,79 +372,6 @@ impl Writer {
 struct Outcome {
     counts: Vec<u64>,
     duplicate: Vec<bool>,
-}
-
-/// Applies a run of [`Op::Delivered`] in one `UPDATE … FROM (VALUES …)`
-/// and records their attempts in one `INSERT`; answers the rows changed
-/// per op, as [`apply_op`] would.
-async fn mark_delivered(
-    tx: &mut sqlx::Transaction<'_, Sqlite>,
-    ops: &[&Op],
-    now: i64,
-) -> Result<Vec<u64>, StoreError> {
-    let mut q = QueryBuilder::<Sqlite>::new("WITH v(id, attempts, status) AS (");
-    q.push_values(ops, |mut row, op| match op {
-        Op::Delivered {
-            id,
-            attempts,
-            status,
-            ..
-        } => {
-            row.push_bind(*id)
-                .push_bind(*attempts)
-                .push_bind(status.map(i64::from));
-        }
-        _ => {
-            row.push_bind(None::<i64>)
-                .push_bind(None::<i64>)
-                .push_bind(None::<i64>);
-        }
-    });
-    q.push(
-        ") UPDATE deliveries SET state = 'delivered', attempts = v.attempts, \
-         last_status = v.status, last_error = NULL, attempt_seq = attempt_seq + 1, updated_at = ",
-    );
-    q.push_bind(now);
-    q.push(" FROM v WHERE deliveries.id = v.id RETURNING deliveries.id, deliveries.attempt_seq");
-    let mut changed: HashMap<i64, i64> = q
-        .build_query_as::<(i64, i64)>()
-        .fetch_all(&mut **tx)
-        .await?
-        .into_iter()
-        .collect();
-    let counts = ops
-        .iter()
-        .map(|op| match op {
-            Op::Delivered { id, .. } => u64::from(changed.contains_key(id)),
-            _ => 0,
-        })
-        .collect();
-    // One attempt per row changed (a row named twice was updated once).
-    let run: Vec<_> = ops
-        .iter()
-        .filter_map(|op| op.attempt())
-        .filter_map(|a| changed.remove(&a.id).map(|seq| (a, seq)))
-        .collect();
-    attempts::record_run(tx, &run).await?;
-    Ok(counts)
-}
-
-/// Applies an attempt's result (`Delivered`, `Retry`, `Dead`: `update`
-/// binds everything but the row's id) and records the attempt if the row
-/// changed; answers the rows changed.
-async fn apply_result(
-    tx: &mut sqlx::Transaction<'_, Sqlite>,
-    op: &Op,
-    update: sqlx::query::QueryScalar<'_, Sqlite, i64, sqlx::sqlite::SqliteArguments>,
-) -> Result<u64, StoreError> {
-    let Some(a) = op.attempt() else {
-        return Ok(0);
-    };
-    let Some(seq) = update.bind(a.id).fetch_optional(&mut **tx).await? else {
-        return Ok(0);
-    };
-    attempts::record(tx, &a, seq).await?;
-    Ok(1)
 }
 
 /// Wakes the workers that a committed batch gave work to (`duplicate`:
@@ -492,7 +419,7 @@ async fn apply_op(
                 .bind(attempts)
                 .bind(status.map(i64::from))
                 .bind(now);
-            return apply_result(tx, op, update).await;
+            return attempts::apply_result(tx, op, update).await;
         }
         Op::Retry { attempts, next_attempt_at_ms, status, error, .. } => {
             let update = sqlx::query_scalar("UPDATE deliveries SET attempts = ?, next_attempt_at = ?, last_status = ?, last_error = ?, attempt_seq = attempt_seq + 1, updated_at = ? WHERE id = ? AND state = 'pending' RETURNING attempt_seq")
@@ -501,7 +428,7 @@ async fn apply_op(
                 .bind(status.map(i64::from))
                 .bind(error)
                 .bind(now);
-            return apply_result(tx, op, update).await;
+            return attempts::apply_result(tx, op, update).await;
         }
         Op::Dead { attempts, status, error, .. } => {
             let update = sqlx::query_scalar("UPDATE deliveries SET state = 'dead', attempts = ?, last_status = ?, last_error = ?, attempt_seq = attempt_seq + 1, updated_at = ? WHERE id = ? AND state = 'pending' RETURNING attempt_seq")
@@ -509,7 +436,7 @@ async fn apply_op(
                 .bind(status.map(i64::from))
                 .bind(error)
                 .bind(now);
-            return apply_result(tx, op, update).await;
+            return attempts::apply_result(tx, op, update).await;
         }
         // Due at once (0 is before any clock's now) and with a fresh
         // max_age: a replay is a new start.
