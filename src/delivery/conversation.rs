@@ -270,7 +270,7 @@ pub(super) async fn attempt(
     let delivered = matches!(d.verdict, Verdict::Delivered);
     let archive =
         delivered && resolved(group) && target.bot.is_some() && target.kind == TargetKind::Discord;
-    let done = conclude(ctx, target, group, d, x.latency, x.now_ms);
+    let done = conclude(ctx, target, group, d, &x);
     if archive
         && let Some(c) = &conversation
         && let Some(t) = convs.threads.get(c).cloned().flatten()
@@ -429,7 +429,7 @@ fn refused(
         x.now_ms,
         rng,
     );
-    conclude(ctx, target, group, d, x.latency, x.now_ms)
+    conclude(ctx, target, group, d, &x)
 }
 
 /// The name of a forum post for an event without a conversation: the
@@ -456,6 +456,7 @@ fn built_error(ctx: &Context, e: String) -> Exchanged {
         result: Err(super::classify::TransportError::Build(e)),
         hints: Default::default(),
         latency: Default::default(),
+        started_ms: None,
         now_ms: ctx.clock.now_ms(),
     }
 }

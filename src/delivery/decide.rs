@@ -49,7 +49,9 @@ pub enum Verdict {
     },
 }
 
-/// What to record and what to do next.
+/// What to record and what to do next. The ops' attempts are stamped
+/// `now_ms` with no latency; the worker stamps the send's own times
+/// ([`Decision::sent`]).
 #[derive(Debug, Clone)]
 pub struct Decision {
     pub verdict: Verdict,
@@ -57,6 +59,34 @@ pub struct Decision {
     pub ops: Vec<Op>,
     /// The answer's status, if there was one.
     pub status: Option<u16>,
+}
+
+impl Decision {
+    /// Stamps the ops' attempts with the send's start and latency.
+    pub fn sent(mut self, at_ms: i64, latency_ms: i64) -> Self {
+        for op in &mut self.ops {
+            if let Op::Delivered {
+                at_ms: at,
+                latency_ms: l,
+                ..
+            }
+            | Op::Retry {
+                at_ms: at,
+                latency_ms: l,
+                ..
+            }
+            | Op::Dead {
+                at_ms: at,
+                latency_ms: l,
+                ..
+            } = op
+            {
+                *at = at_ms;
+                *l = Some(latency_ms);
+            }
+        }
+        self
+    }
 }
 
 /// Decides what the `result` of sending `rows` (in line order, at least
@@ -83,6 +113,8 @@ pub fn decide(
             attempts: attempts(r),
             status,
             error: reason.clone(),
+            at_ms: now_ms,
+            latency_ms: None,
         }),
         verdict: Verdict::Dead { reason, gave_up },
         status,
@@ -94,6 +126,8 @@ pub fn decide(
                 id: r.id,
                 attempts: attempts(r),
                 status,
+                at_ms: now_ms,
+                latency_ms: None,
             }),
             status,
         },
@@ -115,6 +149,8 @@ pub fn decide(
                     next_attempt_at_ms: at,
                     status,
                     error: reason.clone(),
+                    at_ms: now_ms,
+                    latency_ms: None,
                 }),
                 verdict: Verdict::Retry { delay, reason },
                 status,
@@ -139,6 +175,8 @@ pub fn decide(
                     next_attempt_at_ms: now_ms,
                     status,
                     error: reason.clone(),
+                    at_ms: now_ms,
+                    latency_ms: None,
                 }),
                 verdict: Verdict::ThreadGone { reason },
                 status,
@@ -154,6 +192,8 @@ pub fn decide(
                 next_attempt_at_ms: now_ms,
                 status,
                 error: reason.clone(),
+                at_ms: now_ms,
+                latency_ms: None,
             }),
             verdict: Verdict::Pause { reason },
             status,

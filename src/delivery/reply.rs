@@ -88,7 +88,7 @@ pub(super) async fn attempt(
         Verdict::Dead { reason, .. } => Some((Mark::Failed, reason.clone())),
         _ => None,
     };
-    let step = conclude(ctx, target, &group, decision, x.latency, x.now_ms);
+    let step = conclude(ctx, target, &group, decision, &x);
     if let Some((mark, reason)) = mark {
         tell_the_agent(ctx, &reply, mark, &reason);
     }

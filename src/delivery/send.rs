@@ -35,6 +35,10 @@ pub(super) struct Exchanged {
     pub result: Result<Answer, TransportError>,
     pub hints: RateHints,
     pub latency: Duration,
+    /// When the send started, by the relay's clock; `None`: nothing was
+    /// sent (the request could not be built).
+    pub started_ms: Option<i64>,
+    /// When the answer (or the failure) came, by the relay's clock.
     pub now_ms: i64,
 }
 
@@ -55,6 +59,7 @@ pub(super) async fn exchange(
         Some(false) => {}
     }
     let started = Instant::now();
+    let started_ms = ctx.clock.now_ms();
     let result = tokio::select! {
         r = ctx.transport.send(req, target.timeout) => r,
         () = abort.cancelled() => {
@@ -80,6 +85,7 @@ pub(super) async fn exchange(
         result,
         hints,
         latency,
+        started_ms: Some(started_ms),
         now_ms,
     })
 }
@@ -96,16 +102,21 @@ pub(super) fn rows(group: &[&PendingDelivery]) -> Vec<Row> {
         .collect()
 }
 
-/// Logs and counts decision `d` about `group`, and says what to record.
-/// A thread gone reaching here (not handled by the caller) pauses.
+/// Logs and counts decision `d` about `group` after exchange `x`, and says
+/// what to record (the attempts stamped with the send's times). A thread
+/// gone reaching here (not handled by the caller) pauses.
 pub(super) fn conclude(
     ctx: &Context,
     target: &Target,
     group: &[&PendingDelivery],
     d: Decision,
-    latency: Duration,
-    now: i64,
+    x: &Exchanged,
 ) -> Step {
+    let (latency, now) = (x.latency, x.now_ms);
+    let d = match x.started_ms {
+        Some(at) => d.sent(at, now.saturating_sub(at)),
+        None => d,
+    };
     let metrics = &ctx.metrics;
     let first = group[0];
     let (name, route, id, attempt_no, n) = (
@@ -197,6 +208,8 @@ pub(super) fn unrenderable(
         attempts: d.attempts + 1,
         status: None,
         error: reason,
+        at_ms: ctx.clock.now_ms(),
+        latency_ms: None,
     }])
 }
 

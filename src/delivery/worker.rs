@@ -350,6 +350,7 @@ async fn attempt(
     let rows = send::rows(group);
     let req = combine(reqs, target.batch > 1);
     if target.kind == TargetKind::Stdout {
+        let at_ms = ctx.clock.now_ms();
         print_stdout(&req);
         for _ in group {
             ctx.metrics.delivery(&target.name, "delivered");
@@ -360,6 +361,8 @@ async fn attempt(
                     id: r.id,
                     attempts: r.attempts + 1,
                     status: None,
+                    at_ms,
+                    latency_ms: None,
                 })
                 .collect(),
         );
@@ -376,7 +379,7 @@ async fn attempt(
         x.now_ms,
         rng,
     );
-    conclude(ctx, target, group, d, x.latency, x.now_ms)
+    conclude(ctx, target, group, d, &x)
 }
 
 /// The row an op is about.

@@ -9,9 +9,9 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 
 use super::{
-    Accepted, Committed, DeadLetter, DeliveryRow, EngineInfo, Fence, NewDelivery, NewEvent, Op,
-    PendingDelivery, PendingGroup, Pruned, QueueStats, Store, StoreFuture, TemplateFilter,
-    ThreadRef,
+    Accepted, AttemptRow, Committed, ConversationRow, DeadLetter, DeliveryFilter, DeliveryRow,
+    DeliverySummary, EngineInfo, Fence, NewDelivery, NewEvent, Op, PendingDelivery, PendingGroup,
+    Pruned, QueueStats, Store, StoreFuture, TemplateFilter, ThreadRef,
 };
 
 /// `inner`, with its changes fenced by `fence`.
@@ -90,6 +90,22 @@ impl Store for FencedStore {
     }
     fn prune(&self, before_ms: i64, keys_before_ms: i64) -> StoreFuture<'_, Pruned> {
         self.inner.prune(before_ms, keys_before_ms)
+    }
+    fn recent_deliveries<'a>(
+        &'a self,
+        filter: &'a DeliveryFilter,
+    ) -> StoreFuture<'a, Vec<DeliverySummary>> {
+        self.inner.recent_deliveries(filter)
+    }
+    fn attempts_of(&self, delivery_id: i64) -> StoreFuture<'_, Vec<AttemptRow>> {
+        self.inner.attempts_of(delivery_id)
+    }
+    fn conversations<'a>(
+        &'a self,
+        target: Option<&'a str>,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<ConversationRow>> {
+        self.inner.conversations(target, limit)
     }
     fn waker(&self, target: &str) -> Arc<Notify> {
         self.inner.waker(target)

@@ -20,6 +20,7 @@
 //! This module must not know about HTTP, templates or targets' wire formats.
 
 pub mod fenced;
+pub mod history;
 pub mod postgres;
 pub mod sqlite;
 
@@ -30,6 +31,9 @@ use std::sync::Arc;
 use thiserror::Error;
 use tokio::sync::{Notify, oneshot};
 
+pub use history::{
+    ATTEMPTS_KEPT, AttemptRow, ConversationRow, DeliveryFilter, DeliveryState, DeliverySummary,
+};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
@@ -205,6 +209,10 @@ pub enum TemplateFilter {
 }
 
 /// A change to delivery rows, applied by the writer with the next commit.
+///
+/// `Delivered`, `Retry` and `Dead` are an attempt's result: with the row's
+/// change they record the attempt (see [`history`]): `at_ms`, when the
+/// send started; `latency_ms`, how long it took (`None`: nothing was sent).
 #[derive(Debug, Clone)]
 pub enum Op {
     /// Sent and acknowledged.
@@ -212,6 +220,8 @@ pub enum Op {
         id: i64,
         attempts: i64,
         status: Option<u16>,
+        at_ms: i64,
+        latency_ms: Option<i64>,
     },
     /// Failed for now: try again at `next_attempt_at_ms`. Also used to record
     /// an attempt on a target that then stopped (the row stays pending).
@@ -221,6 +231,8 @@ pub enum Op {
         next_attempt_at_ms: i64,
         status: Option<u16>,
         error: String,
+        at_ms: i64,
+        latency_ms: Option<i64>,
     },
     /// Failed for good: a dead letter.
     Dead {
@@ -228,6 +240,8 @@ pub enum Op {
         attempts: i64,
         status: Option<u16>,
         error: String,
+        at_ms: i64,
+        latency_ms: Option<i64>,
     },
     /// Dead letters back to pending (all, one id, and/or one target), due at
     /// once and with a fresh `max_age`.
@@ -532,6 +546,26 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         let _ = fence;
         self.apply_later(op)
     }
+
+    /// Deliveries that `filter` admits, newest first, with their events'
+    /// names and conversations (the console's Deliveries page).
+    fn recent_deliveries<'a>(
+        &'a self,
+        filter: &'a DeliveryFilter,
+    ) -> StoreFuture<'a, Vec<DeliverySummary>>;
+
+    /// The attempts kept of delivery `delivery_id` (the last
+    /// [`ATTEMPTS_KEPT`]), oldest first.
+    fn attempts_of(&self, delivery_id: i64) -> StoreFuture<'_, Vec<AttemptRow>>;
+
+    /// Conversations' threads (of `target`, or of every target), most
+    /// recently active first, at most `limit` (up to
+    /// [`history::MAX_LIMIT`]).
+    fn conversations<'a>(
+        &'a self,
+        target: Option<&'a str>,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<ConversationRow>>;
 
     /// Every delivery row, oldest first (inspection: tests, operators).
     fn deliveries(&self) -> StoreFuture<'_, Vec<DeliveryRow>>;

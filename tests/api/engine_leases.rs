@@ -13,9 +13,9 @@ use std::time::Duration;
 use crisp_relay::clock::Clock;
 use crisp_relay::delivery::TargetState;
 use crisp_relay::store::{
-    Accepted, Committed, DeadLetter, Fence, NewDelivery, NewEvent, Op, PendingDelivery,
-    PendingGroup, Pruned, QueueStats, SqliteStore, StoreError, StoreFuture, TemplateFilter,
-    ThreadRef,
+    Accepted, AttemptRow, Committed, ConversationRow, DeadLetter, DeliveryFilter, DeliverySummary,
+    Fence, NewDelivery, NewEvent, Op, PendingDelivery, PendingGroup, Pruned, QueueStats,
+    SqliteStore, StoreError, StoreFuture, TemplateFilter, ThreadRef,
 };
 use tokio::sync::{Notify, oneshot};
 
@@ -103,6 +103,22 @@ impl crisp_relay::store::Store for Switched {
     }
     fn prune(&self, b: i64, k: i64) -> StoreFuture<'_, Pruned> {
         self.inner.prune(b, k)
+    }
+    fn recent_deliveries<'a>(
+        &'a self,
+        filter: &'a DeliveryFilter,
+    ) -> StoreFuture<'a, Vec<DeliverySummary>> {
+        self.inner.recent_deliveries(filter)
+    }
+    fn attempts_of(&self, delivery_id: i64) -> StoreFuture<'_, Vec<AttemptRow>> {
+        self.inner.attempts_of(delivery_id)
+    }
+    fn conversations<'a>(
+        &'a self,
+        target: Option<&'a str>,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<ConversationRow>> {
+        self.inner.conversations(target, limit)
     }
     fn waker(&self, target: &str) -> Arc<Notify> {
         self.inner.waker(target)

@@ -34,6 +34,8 @@ mod replicas;
 mod replies;
 mod retry_timing;
 mod store_engines;
+mod store_history;
+mod store_history_upgrade;
 mod store_ops;
 mod store_pg;
 mod threads;

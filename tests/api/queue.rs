@@ -99,6 +99,8 @@ async fn dead_letter(path: &Path, ids: &[i64]) {
                 attempts: 1,
                 status: Some(400),
                 error: "400 Bad Request: {\"error\":\"unknown field\"}".into(),
+                at_ms: 0,
+                latency_ms: None,
             })
             .await
             .unwrap();

@@ -357,6 +357,8 @@ async fn a_replay_under_a_backlog_goes_before_the_backlog_has_drained() {
             attempts: 12,
             status: Some(503),
             error: "down".into(),
+            at_ms: 0,
+            latency_ms: None,
         })
         .await
         .unwrap();

@@ -105,6 +105,8 @@ async fn pruning_removes_delivered_rows_and_their_events_past_retention_only(eng
             id: rows[0].id,
             attempts: 1,
             status: Some(200),
+            at_ms: 0,
+            latency_ms: None,
         })
         .await
         .unwrap();
@@ -114,6 +116,8 @@ async fn pruning_removes_delivered_rows_and_their_events_past_retention_only(eng
             attempts: 1,
             status: Some(400),
             error: "bad".into(),
+            at_ms: 0,
+            latency_ms: None,
         })
         .await
         .unwrap();
@@ -152,6 +156,8 @@ async fn dead_letters_are_listed_replayed_by_id_or_target_and_purged(engine: Eng
                 attempts: 3,
                 status: Some(500),
                 error: format!("failed {}", r.id),
+                at_ms: 0,
+                latency_ms: None,
             })
             .await
             .unwrap();
@@ -209,6 +215,8 @@ async fn dead_letters_are_listed_replayed_by_id_or_target_and_purged(engine: Eng
             attempts: 1,
             status: None,
             error: "x".into(),
+            at_ms: 0,
+            latency_ms: None,
         })
         .await
         .unwrap();
@@ -258,6 +266,8 @@ async fn results_queued_together_apply_in_order_with_per_op_counts(engine: Engin
         id,
         attempts,
         status,
+        at_ms: 0,
+        latency_ms: None,
     };
     // On this single-threaded runtime the writer cannot run before the last
     // of these is queued, so they are one commit (counted below): runs of
@@ -273,12 +283,16 @@ async fn results_queued_together_apply_in_order_with_per_op_counts(engine: Engin
             next_attempt_at_ms: 0,
             status: Some(503),
             error: "busy".into(),
+            at_ms: 0,
+            latency_ms: None,
         },
         Op::Dead {
             id: id(2),
             attempts: 2,
             status: Some(400),
             error: "bad".into(),
+            at_ms: 0,
+            latency_ms: None,
         },
         delivered(id(3), 1, None),
         delivered(id(4), 2, Some(200)),
@@ -329,6 +343,8 @@ async fn a_replayed_dead_letter_is_due_at_once_with_a_fresh_max_age(engine: Engi
             attempts: 12,
             status: Some(503),
             error: "gone".into(),
+            at_ms: 0,
+            latency_ms: None,
         })
         .await
         .unwrap();
@@ -459,6 +475,8 @@ async fn queue_figures_count_pending_and_dead_and_date_the_head_of_each_queue(en
             attempts: 1,
             status: Some(400),
             error: "bad".into(),
+            at_ms: 0,
+            latency_ms: None,
         })
         .await
         .unwrap();
@@ -467,6 +485,8 @@ async fn queue_figures_count_pending_and_dead_and_date_the_head_of_each_queue(en
             id: 4,
             attempts: 1,
             status: Some(200),
+            at_ms: 0,
+            latency_ms: None,
         })
         .await
         .unwrap();
@@ -495,6 +515,8 @@ async fn retention_prunes_in_chunks_each_its_own_commit(engine: Engine) {
                 id,
                 attempts: 1,
                 status: Some(200),
+                at_ms: 0,
+                latency_ms: None,
             })
             .await
             .unwrap();
@@ -531,6 +553,8 @@ async fn waiting_results_never_take_the_room_of_accepted_events(engine: Engine) 
                     next_attempt_at_ms: 0,
                     status: Some(503),
                     error: "busy".into(),
+                    at_ms: 0,
+                    latency_ms: None,
                 })
                 .await
                 .unwrap(),

@@ -103,6 +103,8 @@ async fn a_fenced_write_is_refused_once_another_replica_took_the_lease() {
         attempts: 1,
         status: Some(400),
         error: "bad".into(),
+        at_ms: 0,
+        latency_ms: None,
     };
     assert_eq!(a.apply_fenced(dead(1), &fence).await.unwrap(), 1);
 
@@ -156,7 +158,9 @@ async fn a_fenced_write_is_refused_once_the_lease_expires_by_the_database_clock(
             Op::Delivered {
                 id: 1,
                 attempts: 1,
-                status: Some(200)
+                status: Some(200),
+                at_ms: 0,
+                latency_ms: None,
             },
             &fence
         )
@@ -192,6 +196,8 @@ async fn a_commit_on_one_replica_wakes_the_worker_on_another() {
         attempts: 1,
         status: None,
         error: "x".into(),
+        at_ms: 0,
+        latency_ms: None,
     })
     .await
     .unwrap();

@@ -14,6 +14,7 @@
 //!
 //! This module must not know about HTTP, templates or targets.
 
+mod history;
 mod leases;
 mod notify;
 mod ops;
@@ -35,9 +36,9 @@ pub use writer::StoreStats;
 use writer::{Request, Writer};
 
 use super::{
-    Accepted, Committed, DeadLetter, DeliveryRow, EngineInfo, Fence, NewDelivery, NewEvent, Op,
-    PendingDelivery, PendingGroup, Pruned, QueueStats, Store, StoreError, StoreFuture,
-    TemplateFilter, ThreadRef,
+    Accepted, AttemptRow, Committed, ConversationRow, DeadLetter, DeliveryFilter, DeliveryRow,
+    DeliverySummary, EngineInfo, Fence, NewDelivery, NewEvent, Op, PendingDelivery, PendingGroup,
+    Pruned, QueueStats, Store, StoreError, StoreFuture, TemplateFilter, ThreadRef,
 };
 use crate::clock::Clock;
 use crate::secret::DatabaseUrl;
@@ -462,6 +463,25 @@ impl Store for PgStore {
 
     fn apply_later_fenced<'a>(&'a self, op: Op, fence: &'a Fence) -> StoreFuture<'a, Committed> {
         Box::pin(self.later(op, Some(fence.clone())))
+    }
+
+    fn recent_deliveries<'a>(
+        &'a self,
+        filter: &'a DeliveryFilter,
+    ) -> StoreFuture<'a, Vec<DeliverySummary>> {
+        Box::pin(self.read_recent_deliveries(filter))
+    }
+
+    fn attempts_of(&self, delivery_id: i64) -> StoreFuture<'_, Vec<AttemptRow>> {
+        Box::pin(self.read_attempts_of(delivery_id))
+    }
+
+    fn conversations<'a>(
+        &'a self,
+        target: Option<&'a str>,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<ConversationRow>> {
+        Box::pin(self.read_conversations(target, limit))
     }
 
     fn deliveries(&self) -> StoreFuture<'_, Vec<DeliveryRow>> {

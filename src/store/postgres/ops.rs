@@ -7,8 +7,9 @@
 
 use std::collections::HashSet;
 
-use sqlx::PgConnection;
+use sqlx::{AssertSqlSafe, PgConnection};
 
+use crate::store::history::ATTEMPTS_KEPT;
 use crate::store::{Op, StoreError};
 
 /// Applies `ops` in order; answers the rows changed per op. A run of
@@ -37,36 +38,50 @@ pub(super) async fn apply_all(
     Ok(counts)
 }
 
-/// A run of [`Op::Delivered`] in one `UPDATE … FROM unnest(…)`; answers
-/// the rows changed per op, as [`apply_op`] would.
+/// Keeps the last [`ATTEMPTS_KEPT`] attempts of the rows in `u` (id,
+/// attempt_seq): a CTE of the statements below. It sees the table as it
+/// was before the statement, and deletes only attempts older than those
+/// kept.
+fn cap() -> String {
+    format!(
+        "c AS (DELETE FROM attempts x USING u WHERE x.delivery_id = u.id AND x.seq <= u.attempt_seq - {ATTEMPTS_KEPT})"
+    )
+}
+
+/// A run of [`Op::Delivered`] in one `UPDATE … FROM unnest(…)` that also
+/// records their attempts; answers the rows changed per op, as
+/// [`apply_op`] would.
 async fn mark_delivered(
     tx: &mut PgConnection,
     ops: &[&Op],
     now: i64,
 ) -> Result<Vec<u64>, StoreError> {
     let (mut ids, mut attempts, mut statuses) = (Vec::new(), Vec::new(), Vec::new());
-    for op in ops {
-        if let Op::Delivered {
-            id,
-            attempts: a,
-            status,
-        } = op
-        {
-            ids.push(*id);
-            attempts.push(*a);
-            statuses.push(status.map(i64::from));
-        }
+    let (mut at, mut latency) = (Vec::new(), Vec::new());
+    for a in ops.iter().filter_map(|op| op.attempt()) {
+        ids.push(a.id);
+        attempts.push(a.attempt);
+        statuses.push(a.status);
+        at.push(a.at_ms);
+        latency.push(a.latency_ms);
     }
-    let changed: HashSet<i64> = sqlx::query_scalar(
-        "UPDATE deliveries d SET state = 'delivered', attempts = v.attempts, \
-         last_status = v.status, last_error = NULL, updated_at = $4 \
-         FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS v(id, attempts, status) \
-         WHERE d.id = v.id RETURNING d.id",
-    )
+    let changed: HashSet<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
+        "WITH u AS (UPDATE deliveries d SET state = 'delivered', attempts = v.attempts, \
+         last_status = v.status, last_error = NULL, attempt_seq = d.attempt_seq + 1, updated_at = $4 \
+         FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $5::bigint[], $6::bigint[]) \
+         AS v(id, attempts, status, at_ms, latency_ms) \
+         WHERE d.id = v.id RETURNING d.id, d.attempt_seq, v.attempts, v.status, v.at_ms, v.latency_ms), \
+         a AS (INSERT INTO attempts (delivery_id, seq, attempt, at_ms, latency_ms, status, outcome) \
+         SELECT id, attempt_seq, attempts, at_ms, latency_ms, status, 'delivered' FROM u), {} \
+         SELECT id FROM u",
+        cap()
+    )))
     .bind(&ids)
     .bind(&attempts)
     .bind(&statuses)
     .bind(now)
+    .bind(&at)
+    .bind(&latency)
     .fetch_all(&mut *tx)
     .await?
     .into_iter()
@@ -80,37 +95,60 @@ async fn mark_delivered(
         .collect())
 }
 
+/// An attempt's result: `set` (the columns it changes: `$4` is the
+/// attempt count, `$7` the status, `$8` the error, `$9` `next_at` if
+/// given) on the row if `cond` holds, and the attempt recorded with it, in
+/// one statement. Answers the rows changed.
+async fn apply_result(
+    tx: &mut PgConnection,
+    op: &Op,
+    now: i64,
+    set: &str,
+    cond: &str,
+    next_at: Option<i64>,
+) -> Result<u64, StoreError> {
+    let Some(a) = op.attempt() else {
+        return Ok(0);
+    };
+    let mut q = sqlx::query_scalar(AssertSqlSafe(format!(
+        "WITH u AS (UPDATE deliveries SET {set}, attempt_seq = attempt_seq + 1, updated_at = $2 \
+         WHERE id = $1{cond} RETURNING id, attempt_seq), \
+         a AS (INSERT INTO attempts (delivery_id, seq, attempt, at_ms, latency_ms, status, error, outcome) \
+         SELECT id, attempt_seq, $4, $5, $6, $7, $8, $3 FROM u), {} \
+         SELECT COUNT(*) FROM u",
+        cap()
+    )))
+    .bind(a.id)
+    .bind(now)
+    .bind(a.outcome)
+    .bind(a.attempt)
+    .bind(a.at_ms)
+    .bind(a.latency_ms)
+    .bind(a.status)
+    .bind(a.error);
+    if let Some(at) = next_at {
+        q = q.bind(at);
+    }
+    let changed: i64 = q.fetch_one(&mut *tx).await?;
+    Ok(u64::try_from(changed).unwrap_or(0))
+}
+
 async fn apply_op(tx: &mut PgConnection, op: &Op, now: i64) -> Result<u64, StoreError> {
     let done = match op {
-        Op::Delivered { id, attempts, status } => {
-            sqlx::query("UPDATE deliveries SET state = 'delivered', attempts = $1, last_status = $2, last_error = NULL, updated_at = $3 WHERE id = $4")
-                .bind(attempts)
-                .bind(status.map(i64::from))
-                .bind(now)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?
+        // The result of an attempt: the row's change and its history, in
+        // one statement.
+        Op::Delivered { .. } => {
+            let set = "state = 'delivered', attempts = $4, last_status = $7, last_error = NULL";
+            return apply_result(tx, op, now, set, "", None).await;
         }
-        Op::Retry { id, attempts, next_attempt_at_ms, status, error } => {
-            sqlx::query("UPDATE deliveries SET attempts = $1, next_attempt_at = $2, last_status = $3, last_error = $4, updated_at = $5 WHERE id = $6 AND state = 'pending'")
-                .bind(attempts)
-                .bind(next_attempt_at_ms)
-                .bind(status.map(i64::from))
-                .bind(error)
-                .bind(now)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?
+        Op::Retry { next_attempt_at_ms, .. } => {
+            let set = "attempts = $4, next_attempt_at = $9, last_status = $7, last_error = $8";
+            let at = Some(*next_attempt_at_ms);
+            return apply_result(tx, op, now, set, " AND state = 'pending'", at).await;
         }
-        Op::Dead { id, attempts, status, error } => {
-            sqlx::query("UPDATE deliveries SET state = 'dead', attempts = $1, last_status = $2, last_error = $3, updated_at = $4 WHERE id = $5 AND state = 'pending'")
-                .bind(attempts)
-                .bind(status.map(i64::from))
-                .bind(error)
-                .bind(now)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?
+        Op::Dead { .. } => {
+            let set = "state = 'dead', attempts = $4, last_status = $7, last_error = $8";
+            return apply_result(tx, op, now, set, " AND state = 'pending'", None).await;
         }
         // Due at once (0 is before any clock's now) and with a fresh
         // max_age: a replay is a new start.

@@ -11,6 +11,12 @@
 //! SQLite engine, except a lease's `expires_at`, which is the database's
 //! own time (the one clock every replica shares).
 //!
+//! Version 2 adds the attempt history: `attempts` (the last 20 sends of
+//! each delivery, deleted with it), the delivery's `attempt_seq` (attempts
+//! ever recorded, not reset by a replay: the history's key) and an index of
+//! events by conversation. Every statement is idempotent, so upgrading from
+//! version 1 is running them all again.
+//!
 //! This module must not read or write the queue's rows.
 
 use sqlx::{Connection, PgConnection};
@@ -18,7 +24,7 @@ use sqlx::{Connection, PgConnection};
 use crate::store::StoreError;
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// The advisory lock key held while migrating ("crisp-re" in ASCII).
 const MIGRATION_LOCK: i64 = 0x6372_6973_702d_7265;
@@ -49,6 +55,18 @@ CREATE TABLE IF NOT EXISTS deliveries (
     updated_at      BIGINT NOT NULL,
     queued_at       BIGINT NOT NULL DEFAULT 0
 );
+ALTER TABLE deliveries ADD COLUMN IF NOT EXISTS attempt_seq BIGINT NOT NULL DEFAULT 0;
+CREATE TABLE IF NOT EXISTS attempts (
+    delivery_id BIGINT NOT NULL REFERENCES deliveries(id) ON DELETE CASCADE,
+    seq         BIGINT NOT NULL,
+    attempt     BIGINT NOT NULL,
+    at_ms       BIGINT NOT NULL,
+    latency_ms  BIGINT,
+    status      BIGINT,
+    error       TEXT,
+    outcome     TEXT NOT NULL CHECK (outcome IN ('delivered', 'retry', 'dead')),
+    PRIMARY KEY (delivery_id, seq)
+);
 CREATE TABLE IF NOT EXISTS seen (
     key     TEXT PRIMARY KEY,
     seen_at BIGINT NOT NULL
@@ -73,6 +91,7 @@ CREATE INDEX IF NOT EXISTS deliveries_dead ON deliveries(target, id) WHERE state
 CREATE INDEX IF NOT EXISTS deliveries_event ON deliveries(event_id);
 CREATE INDEX IF NOT EXISTS seen_age ON seen(seen_at);
 CREATE INDEX IF NOT EXISTS threads_by_thread ON threads(target, thread);
+CREATE INDEX IF NOT EXISTS events_conversation ON events(conversation, received_at);
 "#;
 
 /// Creates or upgrades the schema on `conn`. `path` (the redacted URL) is

@@ -3,7 +3,9 @@
 //! (`writer`), a small pool for reads, and the schema's migrations
 //! (`schema`).
 
+mod attempts;
 mod dedupe;
+mod history;
 mod maps;
 mod queue_reads;
 mod schema;
@@ -24,8 +26,9 @@ pub use writer::StoreStats;
 use writer::{Request, Wakers, Writer};
 
 use super::{
-    Accepted, Committed, DeadLetter, DeliveryRow, NewDelivery, NewEvent, Op, PendingDelivery,
-    PendingGroup, Pruned, QueueStats, Store, StoreError, StoreFuture, TemplateFilter, ThreadRef,
+    Accepted, AttemptRow, Committed, ConversationRow, DeadLetter, DeliveryFilter, DeliveryRow,
+    DeliverySummary, NewDelivery, NewEvent, Op, PendingDelivery, PendingGroup, Pruned, QueueStats,
+    Store, StoreError, StoreFuture, TemplateFilter, ThreadRef,
 };
 use crate::clock::Clock;
 
@@ -500,6 +503,25 @@ impl Store for SqliteStore {
 
     fn close(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
         Box::pin(self.do_close())
+    }
+
+    fn recent_deliveries<'a>(
+        &'a self,
+        filter: &'a DeliveryFilter,
+    ) -> StoreFuture<'a, Vec<DeliverySummary>> {
+        Box::pin(self.read_recent_deliveries(filter))
+    }
+
+    fn attempts_of(&self, delivery_id: i64) -> StoreFuture<'_, Vec<AttemptRow>> {
+        Box::pin(self.read_attempts_of(delivery_id))
+    }
+
+    fn conversations<'a>(
+        &'a self,
+        target: Option<&'a str>,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<ConversationRow>> {
+        Box::pin(self.read_conversations(target, limit))
     }
 
     fn deliveries(&self) -> StoreFuture<'_, Vec<DeliveryRow>> {

@@ -9,13 +9,21 @@
 //! Version 3 adds the event's conversation (`website_id/session_id`), the
 //! keys of recently accepted events (`seen`, to answer Crisp's resends as
 //! duplicates) and the conversation → thread map (`threads`).
+//!
+//! Version 4 indexes the thread map by thread.
+//!
+//! Version 5 adds the attempt history: `attempts` (the last 20 sends of
+//! each delivery, deleted with it), the delivery's `attempt_seq` (attempts
+//! ever recorded, not reset by a replay: the history's key) and an index of
+//! events by conversation (the console's reads, and the reply listeners'
+//! active threads).
 
 use sqlx::{AssertSqlSafe, SqliteConnection};
 
 use crate::store::StoreError;
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 const TABLES: &str = r#"
 CREATE TABLE IF NOT EXISTS events (
@@ -40,7 +48,8 @@ CREATE TABLE IF NOT EXISTS deliveries (
     last_error      TEXT,
     created_at      INTEGER NOT NULL,
     updated_at      INTEGER NOT NULL,
-    queued_at       INTEGER NOT NULL DEFAULT 0
+    queued_at       INTEGER NOT NULL DEFAULT 0,
+    attempt_seq     INTEGER NOT NULL DEFAULT 0
 ) STRICT;
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
@@ -67,6 +76,22 @@ CREATE TABLE IF NOT EXISTS threads (
 ) STRICT, WITHOUT ROWID;
 "#;
 
+/// Tables added by version 5 (also created on a new file).
+const TABLES_V5: &str = r#"
+CREATE TABLE IF NOT EXISTS attempts (
+    delivery_id INTEGER NOT NULL REFERENCES deliveries(id) ON DELETE CASCADE,
+    seq         INTEGER NOT NULL,
+    attempt     INTEGER NOT NULL,
+    at_ms       INTEGER NOT NULL,
+    latency_ms  INTEGER,
+    status      INTEGER,
+    error       TEXT,
+    outcome     TEXT NOT NULL CHECK (outcome IN ('delivered', 'retry', 'dead')),
+    PRIMARY KEY (delivery_id, seq)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS events_conversation ON events(conversation, received_at);
+"#;
+
 /// The queue's indexes. Queries must say `state = 'pending'` (or `'dead'`)
 /// literally for SQLite to use them.
 const INDEXES: &str = r#"
@@ -86,6 +111,11 @@ DROP INDEX IF EXISTS deliveries_queue;
 /// Version 2 → 3 (the new tables come from [`TABLES_V3`]).
 const V2_TO_V3: &str = r#"
 ALTER TABLE events ADD COLUMN conversation TEXT;
+"#;
+
+/// Version 4 → 5 (the new table and index come from [`TABLES_V5`]).
+const V4_TO_V5: &str = r#"
+ALTER TABLE deliveries ADD COLUMN attempt_seq INTEGER NOT NULL DEFAULT 0;
 "#;
 
 /// Creates or upgrades the schema on `conn`, in one transaction. `path` is
@@ -112,7 +142,11 @@ pub async fn migrate(conn: &mut SqliteConnection, path: &str) -> Result<(), Stor
     if (1..=2).contains(&version) {
         script.push_str(V2_TO_V3);
     }
+    if (1..=4).contains(&version) {
+        script.push_str(V4_TO_V5);
+    }
     script.push_str(TABLES_V3);
+    script.push_str(TABLES_V5);
     script.push_str(INDEXES);
     script.push_str(&format!("PRAGMA user_version = {SCHEMA_VERSION};\nCOMMIT;"));
     sqlx::raw_sql(AssertSqlSafe(script))

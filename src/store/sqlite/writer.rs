@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use sqlx::{Connection, QueryBuilder, Sqlite, SqliteConnection};
 use tokio::sync::{Notify, mpsc, oneshot};
 
+use super::attempts;
 use super::dedupe::duplicates;
 use crate::clock::Clock;
 use crate::store::{Accepted, DEDUPE_WINDOW_MS, NewDelivery, NewEvent, Op, StoreError};
@@ -353,7 +354,7 @@ impl Writer {
                 .count();
             if run > 1 {
                 for chunk in rest[..run].chunks(ROWS_PER_STATEMENT) {
-                    counts.extend(mark_delivered(&mut tx, chunk, now).await?);
+                    counts.extend(attempts::mark_delivered(&mut tx, chunk, now).await?);
                 }
                 rest = &rest[run..];
             } else {
@@ -371,51 +372,6 @@ impl Writer {
 struct Outcome {
     counts: Vec<u64>,
     duplicate: Vec<bool>,
-}
-
-/// Applies a run of [`Op::Delivered`] in one `UPDATE … FROM (VALUES …)`;
-/// answers the rows changed per op, as [`apply_op`] would.
-async fn mark_delivered(
-    tx: &mut sqlx::Transaction<'_, Sqlite>,
-    ops: &[&Op],
-    now: i64,
-) -> Result<Vec<u64>, StoreError> {
-    let mut q = QueryBuilder::<Sqlite>::new("WITH v(id, attempts, status) AS (");
-    q.push_values(ops, |mut row, op| match op {
-        Op::Delivered {
-            id,
-            attempts,
-            status,
-        } => {
-            row.push_bind(*id)
-                .push_bind(*attempts)
-                .push_bind(status.map(i64::from));
-        }
-        _ => {
-            row.push_bind(None::<i64>)
-                .push_bind(None::<i64>)
-                .push_bind(None::<i64>);
-        }
-    });
-    q.push(
-        ") UPDATE deliveries SET state = 'delivered', attempts = v.attempts, \
-         last_status = v.status, last_error = NULL, updated_at = ",
-    );
-    q.push_bind(now);
-    q.push(" FROM v WHERE deliveries.id = v.id RETURNING deliveries.id");
-    let changed: std::collections::HashSet<i64> = q
-        .build_query_scalar::<i64>()
-        .fetch_all(&mut **tx)
-        .await?
-        .into_iter()
-        .collect();
-    Ok(ops
-        .iter()
-        .map(|op| match op {
-            Op::Delivered { id, .. } => u64::from(changed.contains(id)),
-            _ => 0,
-        })
-        .collect())
 }
 
 /// Wakes the workers that a committed batch gave work to (`duplicate`:
@@ -457,35 +413,30 @@ async fn apply_op(
     now: i64,
 ) -> Result<u64, StoreError> {
     let done = match op {
-        Op::Delivered { id, attempts, status } => {
-            sqlx::query("UPDATE deliveries SET state = 'delivered', attempts = ?, last_status = ?, last_error = NULL, updated_at = ? WHERE id = ?")
+        // The result of an attempt: the row's change, then its history.
+        Op::Delivered { attempts, status, .. } => {
+            let update = sqlx::query_scalar("UPDATE deliveries SET state = 'delivered', attempts = ?, last_status = ?, last_error = NULL, attempt_seq = attempt_seq + 1, updated_at = ? WHERE id = ? RETURNING attempt_seq")
                 .bind(attempts)
                 .bind(status.map(i64::from))
-                .bind(now)
-                .bind(id)
-                .execute(&mut **tx)
-                .await?
+                .bind(now);
+            return attempts::apply_result(tx, op, update).await;
         }
-        Op::Retry { id, attempts, next_attempt_at_ms, status, error } => {
-            sqlx::query("UPDATE deliveries SET attempts = ?, next_attempt_at = ?, last_status = ?, last_error = ?, updated_at = ? WHERE id = ? AND state = 'pending'")
+        Op::Retry { attempts, next_attempt_at_ms, status, error, .. } => {
+            let update = sqlx::query_scalar("UPDATE deliveries SET attempts = ?, next_attempt_at = ?, last_status = ?, last_error = ?, attempt_seq = attempt_seq + 1, updated_at = ? WHERE id = ? AND state = 'pending' RETURNING attempt_seq")
                 .bind(attempts)
                 .bind(next_attempt_at_ms)
                 .bind(status.map(i64::from))
                 .bind(error)
-                .bind(now)
-                .bind(id)
-                .execute(&mut **tx)
-                .await?
+                .bind(now);
+            return attempts::apply_result(tx, op, update).await;
         }
-        Op::Dead { id, attempts, status, error } => {
-            sqlx::query("UPDATE deliveries SET state = 'dead', attempts = ?, last_status = ?, last_error = ?, updated_at = ? WHERE id = ? AND state = 'pending'")
+        Op::Dead { attempts, status, error, .. } => {
+            let update = sqlx::query_scalar("UPDATE deliveries SET state = 'dead', attempts = ?, last_status = ?, last_error = ?, attempt_seq = attempt_seq + 1, updated_at = ? WHERE id = ? AND state = 'pending' RETURNING attempt_seq")
                 .bind(attempts)
                 .bind(status.map(i64::from))
                 .bind(error)
-                .bind(now)
-                .bind(id)
-                .execute(&mut **tx)
-                .await?
+                .bind(now);
+            return attempts::apply_result(tx, op, update).await;
         }
         // Due at once (0 is before any clock's now) and with a fresh
         // max_age: a replay is a new start.

@@ -22,6 +22,7 @@
 
 mod crash_and_shutdown;
 mod failures;
+mod history;
 mod order;
 mod stdout_and_send;
 
