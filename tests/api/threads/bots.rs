@@ -226,7 +226,15 @@ async fn a_slack_channel_the_bot_is_not_in_pauses_the_target_until_a_reload() {
         assert_eq!(app.post_event(conv_message(conv, seq)).await.status(), 200);
     }
     eventually("the target paused", || app.logs().contains("target paused")).await;
-    let ready = app.admin_get("/readyz").await.text().await.unwrap();
+    // The worker logs the pause before it records the state `/readyz` reads.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let ready = loop {
+        let ready = app.admin_get("/readyz").await.text().await.unwrap();
+        if ready.contains("not_in_channel") || std::time::Instant::now() > deadline {
+            break ready;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
     assert!(ready.contains("not_in_channel"), "{ready}");
     assert!(ready.contains("/invite"), "{ready}");
     let refused = fake.received().len();
