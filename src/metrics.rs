@@ -208,6 +208,9 @@ pub struct Metrics {
     pub queue_depth: Family<TargetLabel, Gauge>,
     pub oldest_pending: Family<TargetLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub rate_limited: Family<TargetSource, Counter>,
+    /// The rate-limit wait a target's worker is in (seconds, as it began;
+    /// 0 when it is not waiting).
+    pub rate_limit_wait: Family<TargetLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub dead_letters: Family<TargetLabel, Gauge>,
     pub config_reloads: Family<OutcomeLabel, Counter>,
     pub target_up: Family<TargetLabel, Gauge>,
@@ -286,6 +289,13 @@ impl Metrics {
             "Sends held back by the local quota or a remote 429",
             rate_limited.clone(),
         );
+        let rate_limit_wait =
+            Family::<TargetLabel, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register(
+            "rate_limit_wait_seconds",
+            "The rate-limit wait a target's worker is in, as it began (0: not waiting)",
+            rate_limit_wait.clone(),
+        );
         let dead_letters = Family::<TargetLabel, Gauge>::default();
         registry.register(
             "dead_letters",
@@ -345,6 +355,7 @@ impl Metrics {
             queue_depth,
             oldest_pending,
             rate_limited,
+            rate_limit_wait,
             dead_letters,
             config_reloads,
             target_up,
@@ -499,6 +510,28 @@ impl Metrics {
             .inc();
     }
 
+    /// Records the rate-limit wait `target`'s worker is entering (`None`:
+    /// it may send now).
+    pub fn rate_wait(&self, target: &str, wait: Option<std::time::Duration>) {
+        self.rate_limit_wait
+            .get_or_create(&TargetLabel {
+                target: target.to_owned(),
+            })
+            .set(wait.map_or(0.0, |w| w.as_secs_f64()));
+    }
+
+    /// The rate-limit wait `target`'s worker is in, as it began; `None`
+    /// when it is not waiting.
+    pub fn rate_wait_of(&self, target: &str) -> Option<std::time::Duration> {
+        let secs = self
+            .rate_limit_wait
+            .get_or_create(&TargetLabel {
+                target: target.to_owned(),
+            })
+            .get();
+        (secs > 0.0).then(|| std::time::Duration::from_secs_f64(secs))
+    }
+
     /// Hook requests since start, by outcome ([`INGEST_OUTCOMES`]).
     pub fn ingest_totals(&self) -> [(&'static str, u64); INGEST_OUTCOMES.len()] {
         std::array::from_fn(|i| {
@@ -558,6 +591,7 @@ impl Metrics {
                 target: t.to_owned(),
             };
             let _ = self.queue_depth.get_or_create(&label);
+            let _ = self.rate_limit_wait.get_or_create(&label);
             let _ = self.dead_letters.get_or_create(&label);
             let _ = self.oldest_pending.get_or_create(&label);
             let _ = self.worker_restarts.get_or_create(&label);

@@ -120,6 +120,10 @@ pub async fn overview(deps: &Deps) -> Overview {
         let hour = deps
             .window
             .last_hour(&name, now_ms, deps.metrics.target_totals(&name));
+        let rate_wait = deps.metrics.rate_wait_of(&name).map_or_else(
+            || "—".to_owned(),
+            |w| human_age(i64::try_from(w.as_millis()).unwrap_or(i64::MAX)),
+        );
         targets.push(TargetRow {
             state_text: match &reason {
                 Some(r) => format!("{word}: {r}"),
@@ -136,7 +140,7 @@ pub async fn overview(deps: &Deps) -> Overview {
             delivered_1h: hour.delivered,
             failed_1h: hour.failed,
             throttled_1h: hour.throttled,
-            rate_wait: "—".into(),
+            rate_wait,
         });
     }
     let ingest = deps

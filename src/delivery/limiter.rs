@@ -156,9 +156,30 @@ impl TargetLimiter {
     /// Waits until a send may go. `None` if `cancel` fired first; else
     /// whether the local quota held the send back.
     pub async fn wait(&mut self, cancel: &tokio_util::sync::CancellationToken) -> Option<bool> {
+        self.wait_reporting(cancel, |_| {}).await
+    }
+
+    /// [`Self::wait`], telling `report` each wait as it begins and `None`
+    /// once a send may go (or the wait was cancelled).
+    pub async fn wait_reporting(
+        &mut self,
+        cancel: &tokio_util::sync::CancellationToken,
+        report: impl Fn(Option<Duration>),
+    ) -> Option<bool> {
+        let held = self.wait_inner(cancel, &report).await;
+        report(None);
+        held
+    }
+
+    async fn wait_inner(
+        &mut self,
+        cancel: &tokio_util::sync::CancellationToken,
+        report: &impl Fn(Option<Duration>),
+    ) -> Option<bool> {
         let mut held_by_quota = false;
         while let Some((wait, why)) = self.check() {
             held_by_quota |= why == Held::Quota;
+            report(Some(wait));
             tracing::trace!(wait_ms = wait.as_millis() as u64, held = ?why, "waiting for the rate limit");
             tokio::select! {
                 () = tokio::time::sleep(wait.max(Duration::from_millis(1))) => {}

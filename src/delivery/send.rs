@@ -53,7 +53,8 @@ pub(super) async fn exchange(
     abort: &CancellationToken,
 ) -> Option<Exchanged> {
     let metrics = &ctx.metrics;
-    match limiter.wait(stop).await {
+    let wait = limiter.wait_reporting(stop, |w| metrics.rate_wait(&target.name, w));
+    match wait.await {
         None => return None,
         Some(true) => metrics.rate_limited(&target.name, "local"),
         Some(false) => {}

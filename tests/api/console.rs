@@ -593,3 +593,45 @@ fn a_short_admin_token_is_refused_without_being_repeated() {
         String::from_utf8_lossy(&ok.stderr)
     );
 }
+
+/// `rate-wait`: the wait the worker is in for the target's quota (the
+/// retry delay after a 429 is the row's own schedule, not shown here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overview_and_metrics_show_the_rate_limit_wait_the_worker_is_in() {
+    let hook = FakeServer::webhook().await;
+    // One request a minute: the second event waits in the rate limiter.
+    let config = config_with_token("127.0.0.1:0", &hook_target(&hook, SLOW_RETRY))
+        .replace("retry: {", "rate_limit: {requests: 1, per: 60s}, retry: {");
+    let app = spawn(&config, None).await;
+    for i in 1..=2 {
+        assert_eq!(app.post_event(message(i)).await.status(), 200);
+    }
+    let deadline = std::time::Instant::now() + GUARD;
+    let wait = loop {
+        let (status, body) = get_json(&app, "/api/v1/overview", None).await;
+        assert_eq!(status, 200, "{body}");
+        let wait = body["targets"][0]["rate_wait"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
+        if wait != "—" && !wait.is_empty() {
+            break wait;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no rate-limit wait shown: {body}\n{}",
+            app.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // The wait as it began: about the minute the quota spaces sends by.
+    assert!(wait.ends_with(" s") && !wait.contains(" h"), "{wait}");
+    let metrics = app.admin_get("/metrics").await.text().await.unwrap();
+    let secs = metric(
+        &metrics,
+        "crisp_relay_rate_limit_wait_seconds{target=\"hook\"}",
+    )
+    .unwrap_or_else(|| panic!("no rate_limit_wait_seconds for hook:\n{metrics}"));
+    assert!((30.0..=62.0).contains(&secs), "{secs}");
+    assert_eq!(hook.received().len(), 1, "the second waits for the quota");
+}
