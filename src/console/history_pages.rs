@@ -95,7 +95,8 @@ pub(super) async fn deliveries(
         Ok(f) => f,
         Err(FilterError { field, expected }) => {
             data["filter_error"] = json!(format!(
-                "The filter `{field}` is not valid: expected {expected}."
+                "Bad value for {field}: expected {}.",
+                expected.replace('`', "")
             ));
             return page.render(StatusCode::BAD_REQUEST, "deliveries", "Deliveries", data);
         }
