@@ -199,6 +199,7 @@ async fn main() -> Res<()> {
     // `cargo bench` passes `--bench`; nothing else is read.
     let dir = tempfile::tempdir()?;
     std::fs::create_dir_all(dir.path().join("data"))?;
+    std::fs::create_dir_all(dir.path().join("templates"))?;
     let filling = Instant::now();
     fill(&dir.path().join("data/relay.db")).await?;
     println!(
