@@ -9,16 +9,20 @@ use hyper::{Response, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ActionError, Allowed, Body, Console, Ctx, ReplayWhat, data, with_body};
+use super::{
+    ActionError, Allowed, Body, Console, Ctx, ReplayWhat, data, filter, history, with_body,
+};
 
 /// The methods `path` answers, or `None` when it is not an endpoint.
 pub(super) fn allowed(path: &str) -> Option<Allowed> {
     let rest = path.strip_prefix("/api/v1/")?;
     Some(match rest {
-        "overview" | "deadletters" | "config" => Allowed::Get,
+        "overview" | "deadletters" | "config" | "deliveries" | "conversations" => Allowed::Get,
         "deadletters/replay" | "deadletters/purge" | "reload" => Allowed::Post,
         other => {
-            let id = other.strip_prefix("deadletters/")?;
+            let id = other
+                .strip_prefix("deadletters/")
+                .or_else(|| other.strip_prefix("deliveries/"))?;
             id.parse::<i64>().ok()?;
             Allowed::Get
         }
@@ -38,6 +42,23 @@ pub(super) async fn handle(console: &Console, ctx: &Ctx<'_>, body: &Bytes) -> Re
             }
         }
         "config" => ok(&data::config(deps)),
+        "deliveries" => {
+            let filter = match filter::parse_filter(ctx.query.unwrap_or("")) {
+                Ok(f) => f,
+                Err(e) => return bad_param(&e),
+            };
+            match history::deliveries(deps, &filter).await {
+                Ok(page) => ok(&page),
+                Err(e) => failed(&ActionError::Store(e)),
+            }
+        }
+        "conversations" => {
+            let target = ctx.query_param("target").filter(|t| !t.is_empty());
+            match history::conversations(deps, target.as_deref()).await {
+                Ok(rows) => ok(&json!({ "conversations": rows })),
+                Err(e) => failed(&ActionError::Store(e)),
+            }
+        }
         "deadletters/replay" => {
             let what = match parse::<ReplayBody>(body).and_then(ReplayBody::into_what) {
                 Ok(w) => w,
@@ -66,6 +87,20 @@ pub(super) async fn handle(console: &Console, ctx: &Ctx<'_>, body: &Bytes) -> Re
             Ok(()) => ok(&json!({ "reloaded": true })),
             Err(e) => failed(&e),
         },
+        other if other.starts_with("deliveries/") => {
+            let Some(id) = other
+                .strip_prefix("deliveries/")
+                .and_then(|i| i.parse::<i64>().ok())
+            else {
+                return error(StatusCode::NOT_FOUND, "no such API endpoint");
+            };
+            let body = matches!(ctx.query_param("body").as_deref(), Some("1" | "true"));
+            match history::delivery(deps, id, body).await {
+                Ok(Some(d)) => ok(&d),
+                Ok(None) => error(StatusCode::NOT_FOUND, format!("no delivery {id}")),
+                Err(e) => failed(&ActionError::Store(e)),
+            }
+        }
         other => {
             let Some(id) = other
                 .strip_prefix("deadletters/")
@@ -136,6 +171,12 @@ fn failed(e: &ActionError) -> Response<Body> {
     error(status, e.to_string())
 }
 
+/// 400 naming the parameter: `{"error": ..., "parameter": ...}`.
+fn bad_param(e: &filter::FilterError) -> Response<Body> {
+    let body = json!({ "error": e.to_string(), "parameter": e.field }).to_string();
+    with_body(StatusCode::BAD_REQUEST, "application/json", body)
+}
+
 /// `{"error": message}` with `status`.
 pub(super) fn error(status: StatusCode, message: impl Into<String>) -> Response<Body> {
     let body = json!({ "error": Value::String(message.into()) }).to_string();
@@ -156,6 +197,10 @@ mod tests {
             ("/api/v1/deadletters/purge", Some(Allowed::Post)),
             ("/api/v1/reload", Some(Allowed::Post)),
             ("/api/v1/config", Some(Allowed::Get)),
+            ("/api/v1/deliveries", Some(Allowed::Get)),
+            ("/api/v1/deliveries/7", Some(Allowed::Get)),
+            ("/api/v1/deliveries/x", None),
+            ("/api/v1/conversations", Some(Allowed::Get)),
             ("/api/v1/deadletters/x", None),
             ("/api/v1/nope", None),
             ("/api/v1/", None),

@@ -18,6 +18,9 @@
 mod api;
 pub mod auth;
 mod data;
+mod filter;
+mod history;
+mod history_pages;
 mod pages;
 pub mod session;
 pub mod window;

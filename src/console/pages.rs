@@ -17,12 +17,15 @@ use serde_json::{Value, json};
 
 use super::auth::Refusal;
 use super::{
-    ActionError, Allowed, Body, Console, Ctx, ReplayWhat, data, redirect, session, with_body,
+    ActionError, Allowed, Body, Console, Ctx, ReplayWhat, data, history_pages, redirect, session,
+    with_body,
 };
 
 /// The navigation: (path, label).
 const NAV: &[(&str, &str)] = &[
     ("/ui/", "Overview"),
+    ("/ui/deliveries", "Deliveries"),
+    ("/ui/conversations", "Conversations"),
     ("/ui/deadletters", "Dead letters"),
     ("/ui/config", "Config"),
 ];
@@ -36,6 +39,9 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("overview", include_str!("assets/overview.hbs")),
     ("deadletters", include_str!("assets/deadletters.hbs")),
     ("deadletter", include_str!("assets/deadletter.hbs")),
+    ("deliveries", include_str!("assets/deliveries.hbs")),
+    ("delivery", include_str!("assets/delivery.hbs")),
+    ("conversations", include_str!("assets/conversations.hbs")),
     ("purge", include_str!("assets/purge.hbs")),
     ("config", include_str!("assets/config.hbs")),
     ("login", include_str!("assets/login.hbs")),
@@ -66,9 +72,14 @@ pub(super) fn is_public(path: &str) -> bool {
 pub(super) fn allowed(path: &str) -> Option<Allowed> {
     Some(match path {
         "/ui/" | "/ui/deadletters" | "/ui/config" => Allowed::Get,
+        "/ui/deliveries" | "/ui/conversations" => Allowed::Get,
         "/ui/assets/console.css" | "/ui/assets/console.js" => Allowed::Get,
         "/ui/login" | "/ui/deadletters/purge" => Allowed::GetPost,
         "/ui/logout" | "/ui/reload" | "/ui/deadletters/replay" => Allowed::Post,
+        other if other.starts_with("/ui/deliveries/") => {
+            other.strip_prefix("/ui/deliveries/")?.parse::<i64>().ok()?;
+            Allowed::Get
+        }
         other => {
             let rest = other.strip_prefix("/ui/deadletters/")?;
             match rest.strip_suffix("/replay") {
@@ -106,6 +117,14 @@ pub(super) async fn handle(console: &Console, ctx: &Ctx<'_>, body: &Bytes) -> Re
             page.render(StatusCode::OK, "overview", "Overview", json!(o))
         }
         ("/ui/deadletters", _) => dead_letters(console, &page, ctx).await,
+        ("/ui/deliveries", _) => history_pages::deliveries(console, &page, ctx).await,
+        ("/ui/conversations", _) => history_pages::conversations(console, &page, ctx).await,
+        (other, _) if other.starts_with("/ui/deliveries/") => {
+            match other["/ui/deliveries/".len()..].parse::<i64>() {
+                Ok(id) => history_pages::delivery(console, &page, ctx, id).await,
+                Err(_) => not_found(other),
+            }
+        }
         ("/ui/deadletters/replay", _) => {
             let form = Form::parse(body);
             let what = if let Some(t) = form.first("target").filter(|t| !t.is_empty()) {
@@ -272,14 +291,14 @@ async fn dead_letters(console: &Console, page: &Page<'_>, ctx: &Ctx<'_>) -> Resp
 }
 
 /// What every page's header needs.
-struct Page<'a> {
+pub(super) struct Page<'a> {
     logged_in: bool,
     token_configured: bool,
     path: &'a str,
 }
 
 impl Page<'_> {
-    fn render(
+    pub(super) fn render(
         &self,
         status: StatusCode,
         template: &str,
@@ -306,7 +325,12 @@ impl Page<'_> {
         render(status, template, &data)
     }
 
-    fn error(&self, status: StatusCode, message: &str, details: Option<&str>) -> Response<Body> {
+    pub(super) fn error(
+        &self,
+        status: StatusCode,
+        message: &str,
+        details: Option<&str>,
+    ) -> Response<Body> {
         self.render(
             status,
             "message",
@@ -315,7 +339,7 @@ impl Page<'_> {
         )
     }
 
-    fn action_failed(&self, e: &ActionError) -> Response<Body> {
+    pub(super) fn action_failed(&self, e: &ActionError) -> Response<Body> {
         match e {
             ActionError::BadRequest(m) => self.error(StatusCode::BAD_REQUEST, m, None),
             ActionError::Reload(errors) => self.error(
@@ -333,7 +357,9 @@ impl Page<'_> {
 }
 
 fn back(path: &str) -> &'static str {
-    if path.starts_with("/ui/deadletters") {
+    if path.starts_with("/ui/deliveries") {
+        "/ui/deliveries"
+    } else if path.starts_with("/ui/deadletters") {
         "/ui/deadletters"
     } else if path.starts_with("/ui/config") || path == "/ui/reload" {
         "/ui/config"
@@ -447,6 +473,10 @@ mod tests {
             ("/ui/deadletters/replay", Some(Allowed::Post)),
             ("/ui/deadletters/purge", Some(Allowed::GetPost)),
             ("/ui/deadletters/x", None),
+            ("/ui/deliveries", Some(Allowed::Get)),
+            ("/ui/deliveries/12", Some(Allowed::Get)),
+            ("/ui/deliveries/x", None),
+            ("/ui/conversations", Some(Allowed::Get)),
             ("/ui/deadletters/x/replay", None),
             ("/ui/nope", None),
         ];

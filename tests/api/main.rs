@@ -15,6 +15,7 @@ mod browser;
 mod cli;
 mod config_errors;
 mod console;
+mod console_history;
 mod delivery;
 mod engine;
 mod engine_leases;
