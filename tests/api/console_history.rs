@@ -236,3 +236,87 @@ async fn deliveries_show_attempts_filter_escape_and_keep_the_url_secret() {
     assert!(!seen.contains(&hook.url("/in")), "the URL leaked");
     assert!(!seen.contains(TOKEN), "the admin token leaked");
 }
+
+/// With `threads: per_conversation`, each Crisp conversation is listed with
+/// the thread the destination gave it, in JSON and on the page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conversations_list_each_conversations_thread() {
+    use crate::fakes::FakeDiscord;
+    use crate::threads::{chat_config, conv_message, eventually};
+
+    const FORUM: &str = "1200000000000000001";
+    let fake = FakeDiscord::start("bot-token", 5, Duration::from_secs(2)).await;
+    fake.add_forum_channel(FORUM);
+    let url = fake.add_webhook("1300000000000000001", "hook-token", FORUM);
+    let target = format!("{{kind: discord, url: \"{url}\", threads: per_conversation}}");
+    let app = TestApp::spawn_in(chat_config(&target), &[]).await;
+    for (seq, conv) in ["ann", "bob", "ann"].iter().enumerate() {
+        assert_eq!(
+            app.post_event(conv_message(conv, seq + 1)).await.status(),
+            200
+        );
+    }
+    eventually("two threads holding three messages", || {
+        let threads = fake.threads();
+        threads.len() == 2 && threads.iter().map(|t| t.messages.len()).sum::<usize>() == 3
+    })
+    .await;
+
+    let body: Value = serde_json::from_str(
+        &app.admin_get("/api/v1/conversations")
+            .await
+            .text()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let rows = body["conversations"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no conversations list: {body}"));
+    let mut got: Vec<(String, String, String)> = rows
+        .iter()
+        .map(|r| {
+            assert_eq!(r["target"], "chat", "{r}");
+            (
+                r["session_id"].as_str().unwrap_or("").to_owned(),
+                r["thread"].as_str().unwrap_or("").to_owned(),
+                r["conversation"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    got.sort();
+    let ids = |name: &str| -> String {
+        fake.threads()
+            .into_iter()
+            .find(|t| t.name.starts_with(name))
+            .map(|t| t.id)
+            .unwrap_or_else(|| panic!("no thread for {name}"))
+    };
+    assert_eq!(
+        got,
+        vec![
+            ("session_ann".into(), ids("ann"), "w1/session_ann".into()),
+            ("session_bob".into(), ids("bob"), "w1/session_bob".into()),
+        ],
+        "{body}"
+    );
+
+    let html = app
+        .admin_get("/ui/conversations")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains(r#"<table id="conversations">"#), "{html}");
+    for conv in ["w1/session_ann", "w1/session_bob"] {
+        assert!(
+            html.contains(&format!(r#"data-conversation="{conv}""#)),
+            "{conv} missing:\n{html}"
+        );
+    }
+    assert!(html.contains(&ids("bob")), "{html}");
+    assert!(
+        !html.contains("hook-token"),
+        "the webhook's token is shown:\n{html}"
+    );
+}
