@@ -106,6 +106,10 @@ pub struct DeliveryDetail {
     pub attempts: Vec<AttemptView>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub body: Option<String>,
+    /// What the target's template makes of the event with the config in
+    /// force now (the body only: never the URL or headers), when asked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rendered: Option<String>,
 }
 
 /// Delivery `id`, or `None` if the store no longer has it.
@@ -131,19 +135,62 @@ pub async fn delivery(
         return Ok(None);
     };
     let attempts = deps.store.attempts_of(id).await?;
-    let body = if body {
-        Some(match deps.store.event_body(d.event_id).await? {
-            Some(text) => pretty(&text),
-            None => "(the event is no longer stored)".into(),
-        })
+    let (body, rendered) = if body {
+        match deps.store.event_body(d.event_id).await? {
+            Some(text) => (
+                Some(pretty(&text)),
+                Some(render_now(
+                    deps,
+                    &d.target,
+                    d.template.as_deref(),
+                    &text,
+                    d.created_at_ms,
+                )),
+            ),
+            None => (Some("(the event is no longer stored)".into()), None),
+        }
     } else {
-        None
+        (None, None)
     };
     Ok(Some(DeliveryDetail {
         delivery: d.into(),
         attempts: attempts.into_iter().map(AttemptView::from).collect(),
         body,
+        rendered,
     }))
+}
+
+/// The body the target's template makes of a stored event with the config
+/// in force now, or why it cannot (the target or template is gone, the
+/// template fails). Only the body: the URL and headers hold secrets.
+fn render_now(
+    deps: &Deps,
+    target: &str,
+    template: Option<&str>,
+    event: &str,
+    received_at_ms: i64,
+) -> String {
+    let relay = deps.live.get();
+    let Some(t) = relay.config.targets.iter().find(|t| t.name == target) else {
+        return format!("(target {target} is no longer configured)");
+    };
+    let value = match serde_json::from_str(event) {
+        Ok(v) => v,
+        Err(e) => return format!("(the stored event is not JSON: {e})"),
+    };
+    let event = match crate::event::Event::from_value(value, received_at_ms) {
+        Ok(e) => e,
+        Err(e) => return format!("(the stored event is invalid: {e})"),
+    };
+    match relay.prepare_for(t, template, event.value()) {
+        Ok(req) => match req.body {
+            crate::targets::Body::Json(v) => {
+                serde_json::to_string_pretty(&v).unwrap_or_else(|e| e.to_string())
+            }
+            crate::targets::Body::Text(t) => t,
+        },
+        Err(e) => format!("(cannot render it now: {e})"),
+    }
 }
 
 /// One conversation's thread as listed.

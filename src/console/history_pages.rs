@@ -130,7 +130,7 @@ pub(super) async fn delivery(
                 StatusCode::OK,
                 "delivery",
                 &format!("Delivery #{id}"),
-                json!({"d": d.delivery, "attempts": d.attempts, "body": d.body, "conversation_link": link}),
+                json!({"d": d.delivery, "attempts": d.attempts, "body": d.body, "rendered": d.rendered, "conversation_link": link}),
             )
         }
         Ok(None) => page.error(

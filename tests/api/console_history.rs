@@ -197,6 +197,13 @@ async fn deliveries_show_attempts_filter_escape_and_keep_the_url_secret() {
     assert!(html.contains(r#"<pre id="event-body">"#), "{html}");
     assert!(html.contains("&lt;script&gt;alert("), "{html}");
     assert!(!html.contains("<script>alert"), "{html}");
+    // And what the target makes of it now (a webhook without a template
+    // posts the event itself), escaped too; never the URL.
+    let rendered = json_body["rendered"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{json_body}"));
+    assert!(rendered.contains("<script>alert('xss')"), "{rendered}");
+    assert!(html.contains(r#"<pre id="rendered-body">"#), "{html}");
 
     // Bad parameters: 400 naming them.
     let (status, bad) = get_json(&app, "/api/v1/deliveries?state=done", &mut seen).await;
