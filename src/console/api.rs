@@ -13,11 +13,16 @@ use super::{
     ActionError, Allowed, Body, Console, Ctx, ReplayWhat, data, filter, history, with_body,
 };
 
+/// The OpenAPI description of this API (`GET /api/v1/openapi.json`).
+pub(super) const OPENAPI: &str = include_str!("assets/openapi.json");
+
 /// The methods `path` answers, or `None` when it is not an endpoint.
 pub(super) fn allowed(path: &str) -> Option<Allowed> {
     let rest = path.strip_prefix("/api/v1/")?;
     Some(match rest {
-        "overview" | "deadletters" | "config" | "deliveries" | "conversations" => Allowed::Get,
+        "overview" | "deadletters" | "config" | "deliveries" | "conversations" | "openapi.json" => {
+            Allowed::Get
+        }
         "deadletters/replay" | "deadletters/purge" | "reload" => Allowed::Post,
         other => {
             let id = other
@@ -34,6 +39,11 @@ pub(super) async fn handle(console: &Console, ctx: &Ctx<'_>, body: &Bytes) -> Re
     let rest = ctx.path.strip_prefix("/api/v1/").unwrap_or_default();
     match rest {
         "overview" => ok(&data::overview(deps).await),
+        "openapi.json" => with_body(
+            StatusCode::OK,
+            "application/json",
+            Bytes::from_static(OPENAPI.as_bytes()),
+        ),
         "deadletters" => {
             let target = ctx.query_param("target").filter(|t| !t.is_empty());
             match data::dead_letters(deps, target.as_deref()).await {
@@ -201,12 +211,57 @@ mod tests {
             ("/api/v1/deliveries/7", Some(Allowed::Get)),
             ("/api/v1/deliveries/x", None),
             ("/api/v1/conversations", Some(Allowed::Get)),
+            ("/api/v1/openapi.json", Some(Allowed::Get)),
             ("/api/v1/deadletters/x", None),
             ("/api/v1/nope", None),
             ("/api/v1/", None),
         ];
         for (path, want) in cases {
             assert_eq!(allowed(path), want, "{path}");
+        }
+    }
+
+    /// The OpenAPI description names exactly the endpoints `allowed`
+    /// answers, each with the method it takes.
+    #[test]
+    fn the_openapi_description_matches_the_endpoints() {
+        let spec: Value = serde_json::from_str(OPENAPI).expect("openapi.json is JSON");
+        let paths = spec["paths"].as_object().expect("paths");
+        let mut described = Vec::new();
+        for (path, ops) in paths {
+            let concrete = path.replace("{id}", "1");
+            let methods: Vec<&str> = ops
+                .as_object()
+                .expect("operations")
+                .keys()
+                .map(String::as_str)
+                .collect();
+            let want = match methods.as_slice() {
+                ["get"] => Allowed::Get,
+                ["post"] => Allowed::Post,
+                other => panic!("{path}: unexpected methods {other:?}"),
+            };
+            assert_eq!(allowed(&concrete), Some(want), "{path}");
+            described.push(concrete);
+        }
+        // Every endpoint of the table above is described.
+        for path in [
+            "/api/v1/overview",
+            "/api/v1/deadletters",
+            "/api/v1/deadletters/1",
+            "/api/v1/deadletters/replay",
+            "/api/v1/deadletters/purge",
+            "/api/v1/reload",
+            "/api/v1/config",
+            "/api/v1/deliveries",
+            "/api/v1/deliveries/1",
+            "/api/v1/conversations",
+            "/api/v1/openapi.json",
+        ] {
+            assert!(
+                described.iter().any(|d| d == path),
+                "{path} is not described"
+            );
         }
     }
 
