@@ -159,34 +159,32 @@ impl TargetLimiter {
         self.wait_reporting(cancel, |_| {}).await
     }
 
-    /// [`Self::wait`], telling `report` each wait as it begins and `None`
-    /// once a send may go (or the wait was cancelled).
+    /// [`Self::wait`], telling `report` each wait as it begins and, after
+    /// any wait, `None` once a send may go (or the wait was cancelled). A
+    /// send that need not wait reports nothing (the hot path stays free).
     pub async fn wait_reporting(
         &mut self,
         cancel: &tokio_util::sync::CancellationToken,
         report: impl Fn(Option<Duration>),
     ) -> Option<bool> {
-        let held = self.wait_inner(cancel, &report).await;
-        report(None);
-        held
-    }
-
-    async fn wait_inner(
-        &mut self,
-        cancel: &tokio_util::sync::CancellationToken,
-        report: &impl Fn(Option<Duration>),
-    ) -> Option<bool> {
-        let mut held_by_quota = false;
-        while let Some((wait, why)) = self.check() {
+        let (mut held_by_quota, mut waited) = (false, false);
+        let outcome = loop {
+            let Some((wait, why)) = self.check() else {
+                break Some(held_by_quota);
+            };
             held_by_quota |= why == Held::Quota;
+            waited = true;
             report(Some(wait));
             tracing::trace!(wait_ms = wait.as_millis() as u64, held = ?why, "waiting for the rate limit");
             tokio::select! {
                 () = tokio::time::sleep(wait.max(Duration::from_millis(1))) => {}
-                () = cancel.cancelled() => return None,
+                () = cancel.cancelled() => break None,
             }
+        };
+        if waited {
+            report(None);
         }
-        Some(held_by_quota)
+        outcome
     }
 
     /// Waits until a send may go (or `cancel` fires: then `false`).
